@@ -1,0 +1,143 @@
+"""Criss-cross attention in pure PyTorch.
+
+From Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation" (ICCV 2019).
+Every position (i, j) attends to the H + W - 1 positions of its row i and its column j
+(itself counted once, as in the original CUDA op) with one softmax over all of them.
+
+The op is a custom ``autograd.Function`` whose backward is written by hand: it keeps only
+q, k, v and the (B, H, W, H + W - 1)-sized attention, instead of every intermediate of the
+permute/matmul graph, and it computes each gradient with one batched matmul per direction.
+"""
+from contextlib import nullcontext
+
+import torch
+import torch.nn as nn
+
+__all__ = ["criss_cross_attention", "CrissCrossAttention"]
+
+
+def _rows(x):
+    """(B, C, H, W) -> (B, H, C, W): one (C, W) matrix per image row."""
+    return x.transpose(1, 2)
+
+
+def _cols(x):
+    """(B, C, H, W) -> (B, W, C, H): one (C, H) matrix per image column."""
+    return x.permute(0, 3, 1, 2)
+
+
+def _from_rows(x):
+    """(B, H, C, W) -> (B, C, H, W)."""
+    return x.transpose(1, 2)
+
+
+def _from_cols(x):
+    """(B, W, C, H) -> (B, C, H, W)."""
+    return x.permute(0, 2, 3, 1)
+
+
+def _stat_dtype(dtype):
+    """Softmax statistics run in float32 for half types, otherwise in the input dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _attention(query, key):
+    """Joint softmax over each position's row and column.
+
+    query, key: (B, Cq, H, W). Returns a_row (B, H, W, W) indexed [b, i, j, w] and
+    a_col (B, W, H, H) indexed [b, j, i, h]; a_col[b, j, i, i] = 0 so that (i, j) counts once.
+    """
+    W = query.shape[3]
+    e_row = _rows(query).transpose(-1, -2) @ _rows(key)  # (B, H, W, W)
+    e_col = _cols(query).transpose(-1, -2) @ _cols(key)  # (B, W, H, H)
+    e_col.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
+    # The row part always holds (i, j) itself, so no softmax row is all -inf.
+    energy = torch.cat([e_row, e_col.transpose(1, 2)], dim=-1)  # (B, H, W, W + H)
+    attn = torch.softmax(energy, dim=-1, dtype=_stat_dtype(energy.dtype)).to(query.dtype)
+    return attn[..., :W], attn[..., W:].transpose(1, 2)
+
+
+def _join(row_part, col_part, like):
+    """row_part (B, H, C, W) + col_part (B, W, C, H) -> (B, C, H, W) in like's memory format."""
+    out = torch.empty_like(like)
+    return torch.add(_from_rows(row_part), _from_cols(col_part), out=out)
+
+
+class _CrissCrossFunction(torch.autograd.Function):
+    """q, k (B, Cq, H, W), v (B, C, H, W) -> (B, C, H, W), with a hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, query, key, value):
+        a_row, a_col = _attention(query, key)
+        out = _join(_rows(value) @ a_row.transpose(-1, -2),  # (B, H, C, W)
+                    _cols(value) @ a_col.transpose(-1, -2),  # (B, W, C, H)
+                    value)
+        ctx.save_for_backward(query, key, value, a_row, a_col)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        query, key, value, a_row, a_col = ctx.saved_tensors
+        g_rows, g_cols = _rows(grad_out), _cols(grad_out)
+        grad_q = grad_k = grad_v = None
+        if ctx.needs_input_grad[2]:
+            grad_v = _join(g_rows @ a_row, g_cols @ a_col, value)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            stat = _stat_dtype(a_row.dtype)
+            # Softmax backward: de = a * (dL/da - sum(a * dL/da)) over the H + W - 1 entries.
+            da_row = (g_rows.transpose(-1, -2) @ _rows(value)).to(stat)  # (B, H, W, W)
+            da_col = (g_cols.transpose(-1, -2) @ _cols(value)).to(stat)  # (B, W, H, H)
+            ar, ac = a_row.to(stat), a_col.to(stat)
+            dot = (ar * da_row).sum(-1) + (ac * da_col).sum(-1).transpose(1, 2)  # (B, H, W)
+            de_row = (ar * (da_row - dot.unsqueeze(-1))).to(query.dtype)
+            de_col = (ac * (da_col - dot.transpose(1, 2).unsqueeze(-1))).to(query.dtype)
+            if ctx.needs_input_grad[0]:
+                grad_q = _join(_rows(key) @ de_row.transpose(-1, -2),
+                               _cols(key) @ de_col.transpose(-1, -2), query)
+            if ctx.needs_input_grad[1]:
+                grad_k = _join(_rows(query) @ de_row, _cols(query) @ de_col, key)
+        return grad_q, grad_k, grad_v
+
+
+def criss_cross_attention(query, key, value):
+    """Criss-cross attention without projections or residual.
+
+    query, key: (B, Cq, H, W); value: (B, C, H, W) -> (B, C, H, W), where
+    out[:, :, i, j] = sum over the H + W - 1 positions p of row i and column j of
+    softmax_p(<query[:, :, i, j], key[:, :, p]>) * value[:, :, p].
+    Under torch.autocast the inputs are cast to the autocast dtype; otherwise to their common dtype.
+    """
+    if query.dim() != 4 or key.shape != query.shape or value.dim() != 4 \
+            or value.shape[0] != query.shape[0] or value.shape[2:] != query.shape[2:]:
+        raise ValueError("criss_cross_attention expects query, key (B, Cq, H, W) and value (B, C, H, W), "
+                         f"got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
+    device_type = value.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        context = torch.autocast(device_type, enabled=False)
+    else:
+        dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype)
+        context = nullcontext()
+    with context:
+        return _CrissCrossFunction.apply(query.to(dtype), key.to(dtype), value.to(dtype))
+
+
+class CrissCrossAttention(nn.Module):
+    """The criss-cross attention module of CCNet: gamma * CCA(q(x), k(x), v(x)) + x.
+
+    x: (B, in_dim, H, W) -> (B, in_dim, H, W). The parameter names match published CCNet
+    checkpoints (``head.cca.query_conv.weight`` ...); gamma starts at zero, so the module
+    starts as the identity.
+    """
+
+    def __init__(self, in_dim):
+        super().__init__()
+        self.query_conv = nn.Conv2d(in_dim, in_dim // 8, kernel_size=1)
+        self.key_conv = nn.Conv2d(in_dim, in_dim // 8, kernel_size=1)
+        self.value_conv = nn.Conv2d(in_dim, in_dim, kernel_size=1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        out = criss_cross_attention(self.query_conv(x), self.key_conv(x), self.value_conv(x))
+        return self.gamma * out + x

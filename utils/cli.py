@@ -1,0 +1,39 @@
+"""Argument types shared by train.py, evaluate.py and check.py."""
+import argparse
+
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+def str2bool(text):
+    """'1', 'true', 'yes', 'on' -> True; '0', 'false', 'no', 'off' -> False (any case)."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false, yes/no), got {text!r}")
+
+
+def size_pair(text):
+    """'769,769' -> (769, 769); a single '769' -> (769, 769). Sizes are (height, width)."""
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH with positive integers, got {text!r}")
+    return tuple(parts)
+
+
+def float_list(text):
+    """'0.75,1.0,1.25' -> [0.75, 1.0, 1.25] (all positive)."""
+    try:
+        values = [float(p) for p in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}")
+    return values

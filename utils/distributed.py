@@ -1,0 +1,89 @@
+"""Process and device setup shared by train.py and evaluate.py.
+
+Three modes, chosen from the environment and ``--gpu``:
+- torchrun (RANK/WORLD_SIZE set): one process per GPU with NCCL, or per CPU worker with gloo;
+- ``--gpu 0,1,...``: one process, those CUDA devices (DataParallel when there are several);
+- neither: one process on cuda:0 when CUDA is present, else on the CPU.
+"""
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from utils.errors import UserError
+
+
+@dataclass
+class Runtime:
+    """Where this process runs: its device, the GPU ids it drives, its rank among world_size."""
+    device: torch.device
+    gpu_ids: list = field(default_factory=list)
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def parse_gpu_ids(text):
+    """'0,1,2,3' -> [0, 1, 2, 3], checked against the CUDA devices present ('' or None -> [])."""
+    if text is None or text.strip() == "":
+        return []
+    try:
+        ids = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise UserError(f"--gpu expects comma-separated GPU ids such as 0,1,2,3, got {text!r}") from None
+    if not torch.cuda.is_available():
+        raise UserError(f"--gpu {text} was given but CUDA is not available on this machine "
+                        "(leave out --gpu to run on the CPU)")
+    count = torch.cuda.device_count()
+    missing = [i for i in ids if not 0 <= i < count]
+    if missing:
+        raise UserError(f"--gpu {text}: no GPU with id {missing[0]} (this machine has {count})")
+    if len(set(ids)) != len(ids):
+        raise UserError(f"--gpu {text} names a GPU twice")
+    return ids
+
+
+def setup(gpu):
+    """Start the run described by torchrun's environment and --gpu; returns a Runtime."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            ids = parse_gpu_ids(gpu) or list(range(torch.cuda.device_count()))
+            if local_rank >= len(ids):
+                raise UserError(f"torchrun started local rank {local_rank} but only {len(ids)} GPU(s) are usable")
+            device = torch.device("cuda", ids[local_rank])
+            torch.cuda.set_device(device)
+            backend = "nccl"
+        else:
+            parse_gpu_ids(gpu)
+            device, backend = torch.device("cpu"), "gloo"
+        dist.init_process_group(backend=backend)
+        return Runtime(device, [device.index] if device.type == "cuda" else [], rank, world_size)
+    ids = parse_gpu_ids(gpu)
+    if ids:
+        return Runtime(torch.device("cuda", ids[0]), ids)
+    if torch.cuda.is_available():
+        return Runtime(torch.device("cuda", 0), [0])
+    return Runtime(torch.device("cpu"))
+
+
+def teardown():
+    """End the process group, if one was started."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor):
+    """Sum a tensor in place over all processes (a no-op outside torch.distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
