@@ -17,23 +17,18 @@ __all__ = ["criss_cross_attention", "CrissCrossAttention"]
 
 
 def _rows(x):
-    """(B, C, H, W) -> (B, H, C, W): one (C, W) matrix per image row."""
-    return x.transpose(1, 2)
+    """(B, C, H, W) -> (B, H, C, W) contiguous: one (C, W) matrix per image row."""
+    return x.transpose(1, 2).contiguous()
 
 
 def _cols(x):
-    """(B, C, H, W) -> (B, W, C, H): one (C, H) matrix per image column."""
-    return x.permute(0, 3, 1, 2)
+    """(B, C, H, W) -> (B, W, C, H) contiguous: one (C, H) matrix per image column."""
+    return x.permute(0, 3, 1, 2).contiguous()
 
 
-def _from_rows(x):
-    """(B, H, C, W) -> (B, C, H, W)."""
-    return x.transpose(1, 2)
-
-
-def _from_cols(x):
-    """(B, W, C, H) -> (B, C, H, W)."""
-    return x.permute(0, 2, 3, 1)
+def _join(row_part, col_part, like):
+    """row_part (B, H, C, W) + col_part (B, W, C, H) -> (B, C, H, W) in like's memory format."""
+    return torch.add(row_part.transpose(1, 2), col_part.permute(0, 2, 3, 1), out=torch.empty_like(like))
 
 
 def _stat_dtype(dtype):
@@ -41,37 +36,34 @@ def _stat_dtype(dtype):
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _attention(query, key):
+def _attention(q_rows, k_rows, q_cols, k_cols):
     """Joint softmax over each position's row and column.
 
-    query, key: (B, Cq, H, W). Returns a_row (B, H, W, W) indexed [b, i, j, w] and
-    a_col (B, W, H, H) indexed [b, j, i, h]; a_col[b, j, i, i] = 0 so that (i, j) counts once.
+    q_rows, k_rows: (B, H, Cq, W); q_cols, k_cols: (B, W, Cq, H). Returns a_row (B, H, W, W) indexed
+    [b, i, j, w] and a_col (B, W, H, H) indexed [b, j, i, h], both contiguous; a_col[b, j, i, i] = 0
+    so that (i, j) counts once.
     """
-    W = query.shape[3]
-    e_row = _rows(query).transpose(-1, -2) @ _rows(key)  # (B, H, W, W)
-    e_col = _cols(query).transpose(-1, -2) @ _cols(key)  # (B, W, H, H)
+    W = q_rows.shape[3]
+    e_row = q_rows.mT @ k_rows  # (B, H, W, W)
+    e_col = q_cols.mT @ k_cols  # (B, W, H, H)
     e_col.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
     # The row part always holds (i, j) itself, so no softmax row is all -inf.
     energy = torch.cat([e_row, e_col.transpose(1, 2)], dim=-1)  # (B, H, W, W + H)
-    attn = torch.softmax(energy, dim=-1, dtype=_stat_dtype(energy.dtype)).to(query.dtype)
-    return attn[..., :W], attn[..., W:].transpose(1, 2)
-
-
-def _join(row_part, col_part, like):
-    """row_part (B, H, C, W) + col_part (B, W, C, H) -> (B, C, H, W) in like's memory format."""
-    out = torch.empty_like(like)
-    return torch.add(_from_rows(row_part), _from_cols(col_part), out=out)
+    attn = torch.softmax(energy, dim=-1, dtype=_stat_dtype(energy.dtype)).to(q_rows.dtype)
+    return attn[..., :W].contiguous(), attn[..., W:].transpose(1, 2).contiguous()
 
 
 class _CrissCrossFunction(torch.autograd.Function):
-    """q, k (B, Cq, H, W), v (B, C, H, W) -> (B, C, H, W), with a hand-written backward."""
+    """q, k (B, Cq, H, W), v (B, C, H, W) -> (B, C, H, W), with a hand-written backward.
+
+    Only q, k, v and the attention are kept for backward; the row/column layouts of v are
+    rebuilt there (a copy is far cheaper than keeping two more v-sized tensors alive).
+    """
 
     @staticmethod
     def forward(ctx, query, key, value):
-        a_row, a_col = _attention(query, key)
-        out = _join(_rows(value) @ a_row.transpose(-1, -2),  # (B, H, C, W)
-                    _cols(value) @ a_col.transpose(-1, -2),  # (B, W, C, H)
-                    value)
+        a_row, a_col = _attention(_rows(query), _rows(key), _cols(query), _cols(key))
+        out = _join(_rows(value) @ a_row.mT, _cols(value) @ a_col.mT, value)
         ctx.save_for_backward(query, key, value, a_row, a_col)
         return out
 
@@ -79,22 +71,26 @@ class _CrissCrossFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         query, key, value, a_row, a_col = ctx.saved_tensors
-        g_rows, g_cols = _rows(grad_out), _cols(grad_out)
+        need_qk = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_q = grad_k = grad_v = None
+        g_rows = _rows(grad_out)  # (B, H, C, W)
+        da_row = g_rows.mT @ _rows(value) if need_qk else None  # (B, H, W, W)
+        gv_row = g_rows @ a_row if ctx.needs_input_grad[2] else None  # (B, H, C, W)
+        del g_rows
+        g_cols = _cols(grad_out)  # (B, W, C, H)
+        da_col = g_cols.mT @ _cols(value) if need_qk else None  # (B, W, H, H)
         if ctx.needs_input_grad[2]:
-            grad_v = _join(g_rows @ a_row, g_cols @ a_col, value)
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            grad_v = _join(gv_row, g_cols @ a_col, value)
+        del g_cols, gv_row
+        if need_qk:
             stat = _stat_dtype(a_row.dtype)
             # Softmax backward: de = a * (dL/da - sum(a * dL/da)) over the H + W - 1 entries.
-            da_row = (g_rows.transpose(-1, -2) @ _rows(value)).to(stat)  # (B, H, W, W)
-            da_col = (g_cols.transpose(-1, -2) @ _cols(value)).to(stat)  # (B, W, H, H)
-            ar, ac = a_row.to(stat), a_col.to(stat)
+            ar, ac, da_row, da_col = a_row.to(stat), a_col.to(stat), da_row.to(stat), da_col.to(stat)
             dot = (ar * da_row).sum(-1) + (ac * da_col).sum(-1).transpose(1, 2)  # (B, H, W)
             de_row = (ar * (da_row - dot.unsqueeze(-1))).to(query.dtype)
             de_col = (ac * (da_col - dot.transpose(1, 2).unsqueeze(-1))).to(query.dtype)
             if ctx.needs_input_grad[0]:
-                grad_q = _join(_rows(key) @ de_row.transpose(-1, -2),
-                               _cols(key) @ de_col.transpose(-1, -2), query)
+                grad_q = _join(_rows(key) @ de_row.mT, _cols(key) @ de_col.mT, query)
             if ctx.needs_input_grad[1]:
                 grad_k = _join(_rows(query) @ de_row, _cols(query) @ de_col, key)
         return grad_q, grad_k, grad_v

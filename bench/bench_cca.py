@@ -1,0 +1,204 @@
+"""Criss-cross attention formulations side by side: median time, peak memory, error vs float64.
+
+    python bench/bench_cca.py                      # CPU at (2, 512, 65, 65)
+    python bench/bench_cca.py --device cuda        # GPU at (4, 512, 97, 97), fp32
+    python bench/bench_cca.py --device cuda --amp  # the same under bf16 autocast
+
+Formulations: ours (CC.py), the seed's bmm/permute one and the einsum one of mmcv >= 1.3.13 (both
+rewritten below from their published semantics), and the CUDA reference where it can be built.
+Query and key have C // 8 channels, as in CCNet.
+"""
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+import weakref
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from CC import criss_cross_attention  # noqa: E402
+from cuda_reference import criss_cross_cuda, cuda_reference_status  # noqa: E402
+from utils.cli import size_pair  # noqa: E402
+
+
+def seed_formulation(query, key, value):
+    """The seed's CC module without projections: contiguous permuted copies, bmm per row/column."""
+    B, _, H, W = query.shape
+    q_cols = query.permute(0, 3, 2, 1).contiguous().view(B * W, H, -1)   # (BW, H, Cq)
+    q_rows = query.permute(0, 2, 3, 1).contiguous().view(B * H, W, -1)   # (BH, W, Cq)
+    k_cols = key.permute(0, 3, 1, 2).contiguous().view(B * W, -1, H)     # (BW, Cq, H)
+    k_rows = key.permute(0, 2, 1, 3).contiguous().view(B * H, -1, W)     # (BH, Cq, W)
+    v_cols = value.permute(0, 3, 1, 2).contiguous().view(B * W, -1, H)   # (BW, C, H)
+    v_rows = value.permute(0, 2, 1, 3).contiguous().view(B * H, -1, W)   # (BH, C, W)
+    diag = torch.diag(torch.full((H,), float("-inf"), device=query.device)).unsqueeze(0)
+    e_h = (torch.bmm(q_cols, k_cols) + diag).view(B, W, H, H).permute(0, 2, 1, 3)  # (B, H, W, H)
+    e_w = torch.bmm(q_rows, k_rows).view(B, H, W, W)                               # (B, H, W, W)
+    attn = torch.softmax(torch.cat([e_h, e_w], 3), dim=3)
+    a_h = attn[..., :H].permute(0, 2, 1, 3).contiguous().view(B * W, H, H)
+    a_w = attn[..., H:].contiguous().view(B * H, W, W)
+    out_h = torch.bmm(v_cols, a_h.permute(0, 2, 1)).view(B, W, -1, H).permute(0, 2, 3, 1)
+    out_w = torch.bmm(v_rows, a_w.permute(0, 2, 1)).view(B, H, -1, W).permute(0, 2, 1, 3)
+    return out_h + out_w
+
+
+def einsum_formulation(query, key, value):
+    """mmcv's pure-PyTorch CrissCrossAttention (since v1.3.13) without projections."""
+    H = query.shape[2]
+    diag = torch.diag(torch.full((H,), float("-inf"), device=query.device))
+    e_h = (torch.einsum("bchw,bciw->bwhi", query, key) + diag).transpose(1, 2)  # (B, H, W, H)
+    e_w = torch.einsum("bchw,bchj->bhwj", query, key)                          # (B, H, W, W)
+    attn = torch.softmax(torch.cat([e_h, e_w], dim=-1), dim=-1)
+    out = torch.einsum("bciw,bhwi->bchw", value, attn[..., :H])
+    return out + torch.einsum("bchj,bhwj->bchw", value, attn[..., H:])
+
+
+class PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of tensor storages allocated inside the context (the CPU has no allocator counter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.current, self.peak = {}, 0, 0
+
+    def _free(self, key):
+        self.current -= self.live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.live:
+                    self.live[key] = storage.nbytes()
+                    self.current += storage.nbytes()
+                    self.peak = max(self.peak, self.current)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, device, repeat, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def peak_mb(fn, device):
+    """Peak memory of one call above what was allocated before it, in MiB."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    tracker = PeakTensorMemory()
+    with tracker:
+        fn()
+    return tracker.peak / 2**20
+
+
+def rel_err(a, b):
+    return ((a.double() - b).norm() / b.norm()).item()
+
+
+def main(args):
+    device = torch.device(args.device)
+    B, C = args.batch, args.channels
+    H, W = args.size
+    g = torch.Generator().manual_seed(0)
+    inputs64 = [torch.randn(B, c, H, W, generator=g, dtype=torch.float64) for c in (C // 8, C // 8, C)]
+    grad64 = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    truth_inputs = [x.to(device).requires_grad_() for x in inputs64]
+    truth_out = criss_cross_attention(*truth_inputs)
+    truth = [truth_out] + list(torch.autograd.grad(truth_out, truth_inputs, grad64.to(device)))
+    del truth_inputs, truth_out
+
+    inputs = [x.float().to(device).requires_grad_() for x in inputs64]
+    grad_out = grad64.float().to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext()
+
+    formulations = {"ours (CC.py)": criss_cross_attention, "seed bmm/permute": seed_formulation,
+                    "mmcv einsum": einsum_formulation}
+    available, reason = cuda_reference_status()
+    if device.type == "cuda" and available:
+        formulations["CUDA reference"] = criss_cross_cuda
+    elif device.type == "cuda":
+        print(f"CUDA reference unavailable: {reason}")
+
+    rows = []
+    for name, fn in formulations.items():
+        def forward():
+            with torch.no_grad(), autocast:
+                return fn(*inputs)
+
+        def forward_backward():
+            with autocast:
+                out = fn(*inputs)
+            return torch.autograd.grad(out, inputs, grad_out.to(out.dtype))
+
+        with autocast:
+            out = fn(*inputs)
+        results = [out] + list(torch.autograd.grad(out, inputs, grad_out.to(out.dtype)))
+        errors = [rel_err(r, t) for r, t in zip(results, truth)]
+        del out, results
+        rows.append({"formulation": name,
+                     "forward_ms": median_ms(forward, device, args.repeat),
+                     "forward_backward_ms": median_ms(forward_backward, device, args.repeat),
+                     "peak_mb": peak_mb(forward_backward, device),
+                     "rel_err_out": errors[0], "rel_err_grad_q": errors[1],
+                     "rel_err_grad_k": errors[2], "rel_err_grad_v": errors[3]})
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    precision = "bf16 autocast" if args.amp else "fp32"
+    header = f"{name}, torch {torch.__version__}, {datetime.date.today()}, ({B}, {C}, {H}, {W}), {precision}"
+    print(header)
+    print(f"{'formulation':<18} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MiB':>9} {'err out':>9} "
+          f"{'err dq':>9} {'err dk':>9} {'err dv':>9}")
+    for r in rows:
+        print(f"{r['formulation']:<18} {r['forward_ms']:>9.2f} {r['forward_backward_ms']:>11.2f} "
+              f"{r['peak_mb']:>9.1f} {r['rel_err_out']:>9.1e} {r['rel_err_grad_q']:>9.1e} "
+              f"{r['rel_err_grad_k']:>9.1e} {r['rel_err_grad_v']:>9.1e}")
+    if args.json:
+        record = {"device": name, "torch": torch.__version__, "date": str(datetime.date.today()),
+                  "shape": [B, C, H, W], "precision": precision, "rows": rows}
+        Path(args.json).write_text(json.dumps(record, indent=2))
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 2 on CPU, 4 on GPU)")
+    parser.add_argument("--channels", type=int, default=512, help="value channels; query/key get C // 8")
+    parser.add_argument("--size", type=size_pair, default=None, help="H,W (default 65,65 on CPU, 97,97 on GPU)")
+    parser.add_argument("--amp", action="store_true", help="run every formulation under bf16 autocast")
+    parser.add_argument("--repeat", type=int, default=None, help="timed runs per figure (median)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    return parser
+
+
+if __name__ == "__main__":
+    args = get_args_parser().parse_args()
+    on_gpu = args.device.startswith("cuda")
+    args.batch = args.batch or (4 if on_gpu else 2)
+    args.size = args.size or ((97, 97) if on_gpu else (65, 65))
+    args.repeat = args.repeat or (50 if on_gpu else 7)
+    main(args)

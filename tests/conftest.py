@@ -1,0 +1,5 @@
+"""Tests import the project's modules from the repository root."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

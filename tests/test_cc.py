@@ -1,0 +1,158 @@
+"""Criss-cross attention (CC.py) against a loop over positions, in every dtype and layout."""
+import pytest
+import torch
+
+from CC import CrissCrossAttention, criss_cross_attention
+
+
+def loop_reference(query, key, value):
+    """The definition, one position at a time: softmax over row i and column j, (i, j) counted once."""
+    B, _, H, W = query.shape
+    out = torch.zeros_like(value)
+    for i in range(H):
+        for j in range(W):
+            positions = [(i, w) for w in range(W)] + [(h, j) for h in range(H) if h != i]
+            energy = torch.stack([(query[:, :, i, j] * key[:, :, a, b]).sum(1) for a, b in positions], 1)
+            attn = energy.softmax(1)  # (B, H + W - 1)
+            for n, (a, b) in enumerate(positions):
+                out[:, :, i, j] += attn[:, n:n + 1] * value[:, :, a, b]
+    return out
+
+
+def random_inputs(B, Cq, C, H, W, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, c, H, W, generator=g, dtype=dtype).requires_grad_() for c in (Cq, Cq, C)]
+
+
+def grads(fn, inputs, grad_out):
+    return torch.autograd.grad(fn(*inputs), inputs, grad_out)
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("B,H,W", [(2, 5, 7), (1, 6, 6), (3, 1, 4), (2, 4, 1), (1, 1, 1)])
+def test_output_and_gradients_match_loop_over_positions(B, H, W):
+    inputs = random_inputs(B, 3, 4, H, W)
+    ref = loop_reference(*inputs)
+    out = criss_cross_attention(*inputs)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn_like(ref)
+    for ours, theirs in zip(grads(criss_cross_attention, inputs, grad_out), grads(loop_reference, inputs, grad_out)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_gradcheck_float64():
+    assert torch.autograd.gradcheck(criss_cross_attention, random_inputs(2, 3, 5, 4, 6))
+
+
+def test_constant_inputs_give_exactly_three_and_unit_value_gradient():
+    query = torch.ones(1, 8, 10, 10)
+    key = torch.full((1, 8, 10, 10), 2.0)
+    value = torch.full((1, 64, 10, 10), 3.0, requires_grad=True)
+    out = criss_cross_attention(query, key, value)
+    out.sum().backward()
+    assert out.dtype == torch.float32
+    assert torch.equal(out, torch.full_like(out, 3.0))
+    assert torch.equal(value.grad, torch.ones_like(value))
+
+
+def test_float32_within_1e6_of_float64_truth():
+    inputs64 = random_inputs(2, 8, 32, 13, 17, seed=1)
+    inputs32 = [x.detach().float().requires_grad_() for x in inputs64]
+    grad_out = torch.randn(2, 32, 13, 17, dtype=torch.float64)
+    out64, out32 = criss_cross_attention(*inputs64), criss_cross_attention(*inputs32)
+    assert rel_err(out32, out64) < 1e-6
+    for g32, g64 in zip(grads(criss_cross_attention, inputs32, grad_out.float()),
+                        grads(criss_cross_attention, inputs64, grad_out)):
+        assert rel_err(g32, g64) < 1e-6
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 5e-3), (torch.bfloat16, 4e-2)])
+def test_half_precision_is_finite_and_close(dtype, tol):
+    inputs64 = random_inputs(2, 8, 16, 9, 11, seed=2)
+    # Large energies: the masked diagonal must not turn into NaN in reduced precision.
+    inputs64[0] = (inputs64[0] * 4).detach().requires_grad_()
+    inputs = [x.detach().to(dtype).requires_grad_() for x in inputs64]
+    out = criss_cross_attention(*inputs)
+    assert out.dtype == dtype
+    grad_out = torch.randn_like(out)
+    g_half = grads(criss_cross_attention, inputs, grad_out)
+    g_ref = grads(criss_cross_attention, [x.double().detach().requires_grad_() for x in inputs], grad_out.double())
+    assert rel_err(out, criss_cross_attention(*[x.double() for x in inputs])) < tol
+    for a, b in zip(g_half, g_ref):
+        assert a.dtype == dtype and torch.isfinite(a).all()
+        assert rel_err(a, b) < 4 * tol
+
+
+def test_autocast_runs_in_autocast_dtype_without_nan():
+    module = CrissCrossAttention(64)
+    torch.nn.init.constant_(module.gamma, 1.0)
+    x = torch.randn(2, 64, 9, 12, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, k, v = module.query_conv(x) * 8, module.key_conv(x), module.value_conv(x)
+        inner = criss_cross_attention(q, k, v)
+        out = module(x)
+    assert inner.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+def test_mixed_dtypes_promote():
+    q, k, v = random_inputs(1, 2, 3, 4, 5, dtype=torch.float32)
+    assert criss_cross_attention(q.double(), k, v).dtype == torch.float64
+
+
+def test_channels_last_matches_contiguous_and_keeps_format():
+    inputs = random_inputs(2, 4, 8, 6, 7, dtype=torch.float32, seed=3)
+    cl = [x.detach().to(memory_format=torch.channels_last).requires_grad_() for x in inputs]
+    out, out_cl = criss_cross_attention(*inputs), criss_cross_attention(*cl)
+    assert out_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out_cl, out, rtol=1e-6, atol=1e-6)
+    grad_out = torch.randn_like(out)
+    for a, b in zip(grads(criss_cross_attention, cl, grad_out), grads(criss_cross_attention, inputs, grad_out)):
+        assert a.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_mismatched_shapes_are_rejected():
+    q, k, v = random_inputs(1, 2, 3, 4, 5)
+    with pytest.raises(ValueError, match="criss_cross_attention expects"):
+        criss_cross_attention(q, k, v[:, :, :3])
+
+
+def test_module_parameters_match_checkpoint_names_and_start_as_identity():
+    module = CrissCrossAttention(64)
+    shapes = {name: tuple(p.shape) for name, p in module.named_parameters()}
+    assert shapes == {
+        "query_conv.weight": (8, 64, 1, 1), "query_conv.bias": (8,),
+        "key_conv.weight": (8, 64, 1, 1), "key_conv.bias": (8,),
+        "value_conv.weight": (64, 64, 1, 1), "value_conv.bias": (64,),
+        "gamma": (1,),
+    }
+    x = torch.randn(2, 64, 5, 6)
+    assert torch.equal(module(x), x)
+
+
+def test_module_output_is_gamma_times_attention_plus_input():
+    module = CrissCrossAttention(16).double()
+    torch.nn.init.constant_(module.gamma, 0.5)
+    x = torch.randn(2, 16, 4, 5, dtype=torch.float64)
+    expected = 0.5 * loop_reference(module.query_conv(x), module.key_conv(x), module.value_conv(x)) + x
+    torch.testing.assert_close(module(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_torch_compile_matches_eager():
+    torch._dynamo.reset()
+    module = CrissCrossAttention(32)
+    torch.nn.init.constant_(module.gamma, 1.0)
+    compiled = torch.compile(module)
+    x = torch.randn(2, 32, 7, 9, requires_grad=True)
+    x_eager = x.detach().clone().requires_grad_()
+    out, out_eager = compiled(x), module(x_eager)
+    torch.testing.assert_close(out, out_eager, rtol=1e-5, atol=1e-5)
+    out.sum().backward()
+    out_eager.sum().backward()
+    torch.testing.assert_close(x.grad, x_eager.grad, rtol=1e-5, atol=1e-5)
