@@ -1,0 +1,1 @@
+"""Cityscapes data: the label table, the datasets, list files and a synthetic Cityscapes."""

@@ -1,0 +1,174 @@
+"""A small synthetic Cityscapes: street-like scenes in the official layout, for demos and tests.
+
+    python -m dataset.synthetic --out data/synthetic_cityscapes
+
+writes ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``, the matching
+``gtFine/<split>/<city>/..._gtFine_labelIds.png`` (official label ids, not train ids) and
+``list/{train,val,test}.lst``. Every image holds all 19 classes in a randomized layout (sky,
+buildings, road, sidewalk, terrain, poles with lights and signs, vehicles, people); each class is
+painted in its own saturated colour with mild noise, so a network can recognize it locally,
+and an ego-vehicle strip in some images exercises the ignore label.
+"""
+import argparse
+import os
+
+import cv2
+import numpy as np
+
+from dataset.cityscapes_labels import NUM_CLASSES, TRAINID_TO_ID
+from dataset.make_lists import IMAGE_SUFFIX, LABEL_SUFFIX, write_list
+from utils.errors import UserError, exit_on_user_error
+
+__all__ = ["make_synthetic_cityscapes", "render_scene"]
+
+(ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY,
+ PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE) = range(NUM_CLASSES)
+EGO_VEHICLE_ID = 1
+
+# One RGB colour per train id, at least 127 apart in some channel from every other one.
+COLORS = np.array([
+    (128, 0, 128), (255, 0, 255), (128, 128, 0), (255, 128, 0), (0, 128, 0),
+    (255, 255, 0), (255, 0, 0), (0, 255, 255), (0, 255, 0), (128, 255, 0),
+    (128, 128, 255), (255, 0, 128), (0, 0, 255), (0, 0, 128), (128, 0, 0),
+    (0, 128, 255), (0, 128, 128), (255, 128, 255), (128, 255, 255),
+], dtype=np.int16)
+
+SPLITS = (("train", "aachen"), ("val", "frankfurt"), ("test", "berlin"))
+
+
+def _rect(label, cls, x0, y0, x1, y1):
+    cv2.rectangle(label, (int(x0), int(y0)), (int(x1), int(y1)), int(cls), thickness=-1)
+
+
+def _ellipse(label, cls, cx, cy, rx, ry):
+    cv2.ellipse(label, (int(cx), int(cy)), (max(int(rx), 1), max(int(ry), 1)), 0, 0, 360, int(cls), thickness=-1)
+
+
+def _poly(label, cls, points):
+    cv2.fillPoly(label, [np.array(points, dtype=np.int32)], int(cls))
+
+
+def _background(label, rng, h, w, horizon):
+    """Sky, a skyline of buildings with a wall, fence and trees, road, sidewalk and terrain."""
+    x = 0.0
+    while x < w:
+        block = rng.uniform(0.1, 0.25) * w
+        _rect(label, BUILDING, x, rng.uniform(0.1, 0.3) * h, x + block, horizon)
+        x += block
+    for _ in range(rng.integers(1, 3)):
+        _ellipse(label, VEGETATION, rng.uniform(0, w), rng.uniform(0.25, 0.4) * h,
+                 rng.uniform(0.06, 0.12) * w, rng.uniform(0.08, 0.14) * h)
+    wall_x, fence_x = rng.uniform(0.0, 0.3) * w, rng.uniform(0.5, 0.8) * w
+    _rect(label, WALL, wall_x, horizon - rng.uniform(0.14, 0.2) * h, wall_x + rng.uniform(0.15, 0.22) * w, horizon)
+    _rect(label, FENCE, fence_x, horizon - rng.uniform(0.12, 0.16) * h, fence_x + rng.uniform(0.15, 0.22) * w, horizon)
+    label[int(horizon):] = ROAD
+    _poly(label, SIDEWALK, [(0, horizon), (rng.uniform(0.15, 0.3) * w, horizon), (0, rng.uniform(0.75, 0.95) * h)])
+    _poly(label, TERRAIN, [(w, horizon), (w - rng.uniform(0.15, 0.3) * w, horizon), (w, rng.uniform(0.7, 0.9) * h)])
+
+
+def _poles(label, rng, h, w, horizon):
+    """Two poles, one carrying a traffic light and one a traffic sign."""
+    pole_w = max(2.0, 0.014 * w)
+    for cls, lo, hi in ((LIGHT, 0.3, 0.45), (SIGN, 0.55, 0.7)):
+        x = rng.uniform(lo, hi) * w
+        top = rng.uniform(0.12, 0.22) * h
+        _rect(label, POLE, x, top, x + pole_w, horizon + 0.05 * h)
+        box_w, box_h = rng.uniform(0.03, 0.05) * w, rng.uniform(0.07, 0.1) * h
+        _rect(label, cls, x - box_w / 2, top, x + pole_w + box_w / 2, top + box_h)
+
+
+def _vehicles(label, rng, h, w, horizon):
+    """Trains, buses and trucks far down the road; cars, people, a rider and bikes nearer."""
+    far = horizon + rng.uniform(0.08, 0.14) * h
+    for cls, lo, hi in zip(rng.permutation([TRAIN, BUS, TRUCK]), (0.05, 0.35, 0.65), (0.12, 0.42, 0.72)):
+        x, bw, bh = rng.uniform(lo, hi) * w, rng.uniform(0.18, 0.24) * w, rng.uniform(0.16, 0.22) * h
+        _rect(label, cls, x, far - bh, x + bw, far)
+        if cls == TRUCK:
+            _rect(label, cls, x + bw, far - 0.6 * bh, x + 1.25 * bw, far)
+    near = horizon + rng.uniform(0.3, 0.4) * h
+    slots = rng.permutation(4)
+    for slot, kind in zip(slots, ("car", "person", "rider", "bicycle")):
+        x = (0.08 + 0.22 * slot + rng.uniform(0.0, 0.06)) * w
+        if kind == "car":
+            cw, ch = rng.uniform(0.14, 0.18) * w, rng.uniform(0.12, 0.16) * h
+            _rect(label, CAR, x, near - ch, x + cw, near)
+            _ellipse(label, CAR, x + cw / 2, near - ch, cw * 0.35, ch * 0.4)
+        elif kind == "person":
+            _ellipse(label, PERSON, x, near - 0.12 * h, rng.uniform(0.02, 0.03) * w, 0.12 * h)
+            _ellipse(label, PERSON, x + 0.05 * w, near - 0.1 * h, rng.uniform(0.02, 0.03) * w, 0.1 * h)
+        elif kind == "rider":
+            _ellipse(label, MOTORCYCLE, x, near - 0.05 * h, rng.uniform(0.04, 0.05) * w, 0.05 * h)
+            _ellipse(label, RIDER, x, near - 0.15 * h, rng.uniform(0.02, 0.03) * w, 0.08 * h)
+        else:
+            _ellipse(label, BICYCLE, x, near - 0.05 * h, rng.uniform(0.04, 0.05) * w, 0.05 * h)
+
+
+def render_scene(rng, height, width):
+    """One scene -> (RGB uint8 (H, W, 3) image, uint8 (H, W) official label ids)."""
+    for _ in range(10):
+        train_ids = np.full((height, width), SKY, dtype=np.uint8)
+        horizon = rng.uniform(0.45, 0.55) * height
+        _background(train_ids, rng, height, width, horizon)
+        _poles(train_ids, rng, height, width, horizon)
+        _vehicles(train_ids, rng, height, width, horizon)
+        if rng.random() < 0.5:
+            train_ids = train_ids[:, ::-1]
+        if len(np.unique(train_ids)) == NUM_CLASSES:
+            break
+    else:
+        raise UserError(f"{height}x{width} is too small to hold all {NUM_CLASSES} classes")
+    offsets = rng.integers(-20, 21, size=(NUM_CLASSES, 3))  # per-image shade of each class
+    image = COLORS[train_ids] + offsets[train_ids] + rng.integers(-12, 13, size=(height, width, 3), dtype=np.int16)
+    label_ids = TRAINID_TO_ID[train_ids]
+    if rng.random() < 0.5:
+        ego = int(height * (1 - rng.uniform(0.04, 0.08)))
+        label_ids[ego:] = EGO_VEHICLE_ID
+        image[ego:] = rng.integers(0, 24, size=image[ego:].shape, dtype=np.int16)
+    return np.clip(image, 0, 255).astype(np.uint8), label_ids
+
+
+def make_synthetic_cityscapes(root, num_train=30, num_val=10, num_test=5, height=256, width=512, seed=0):
+    """Write the dataset under root; returns {split: list file} for the non-empty splits."""
+    if height < 32 or width < 64:
+        raise UserError(f"synthetic images must be at least 32x64 (height x width), got {height}x{width}")
+    rng = np.random.default_rng(seed)
+    png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    lists = {}
+    for (split, city), count in zip(SPLITS, (num_train, num_val, num_test)):
+        if count <= 0:
+            continue
+        image_dir = os.path.join(root, "leftImg8bit", split, city)
+        label_dir = os.path.join(root, "gtFine", split, city)
+        os.makedirs(image_dir, exist_ok=True)
+        os.makedirs(label_dir, exist_ok=True)
+        for index in range(count):
+            image, label_ids = render_scene(rng, height, width)
+            stem = f"{city}_{index:06d}_000019"
+            cv2.imwrite(os.path.join(image_dir, stem + IMAGE_SUFFIX), image[:, :, ::-1], png)
+            cv2.imwrite(os.path.join(label_dir, stem + LABEL_SUFFIX), label_ids, png)
+        lists[split] = os.path.join(root, "list", f"{split}.lst")
+        write_list(root, [split], lists[split])
+    return lists
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Write a synthetic Cityscapes in the official layout.")
+    parser.add_argument("--out", required=True, help="folder to write (created if missing)")
+    parser.add_argument("--num-train", type=int, default=30)
+    parser.add_argument("--num-val", type=int, default=10)
+    parser.add_argument("--num-test", type=int, default=5)
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+@exit_on_user_error
+def main(args):
+    lists = make_synthetic_cityscapes(args.out, args.num_train, args.num_val, args.num_test,
+                                      args.height, args.width, args.seed)
+    print(f"wrote a synthetic Cityscapes to {args.out}; lists: {', '.join(lists.values())}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
