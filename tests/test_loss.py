@@ -151,3 +151,14 @@ def test_criterion_ohem_dsn_is_ohem_main_plus_0_4_plain_dsn():
     ohem = OhemCrossEntropy2d(IGNORE, 0.6, 64)(main, target)
     _, valid = _true_class_probs(dsn, target)
     assert loss.item() == pytest.approx(ohem.item() + 0.4 * _mean_nll(dsn, target, valid), rel=1e-9)
+
+
+@pytest.mark.parametrize("criterion", [CriterionDSN(), CriterionOhemDSN(min_kept=10)])
+def test_criteria_on_all_ignore_target_give_finite_zero_that_backpropagates(criterion):
+    main = torch.randn(2, 19, 4, 5, requires_grad=True)
+    dsn = torch.randn(2, 19, 4, 5, requires_grad=True)
+    target = torch.full((2, 31, 37), 255.0)
+    loss = criterion([main, dsn], target)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(main.grad, torch.zeros_like(main)) and torch.equal(dsn.grad, torch.zeros_like(dsn))

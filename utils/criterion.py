@@ -3,6 +3,8 @@
 The auxiliary (DSN) head on ResNet stage 3 follows Zhao et al., "Pyramid Scene Parsing
 Network" (CVPR 2017); CCNet (Huang et al., ICCV 2019) trains with the same weighting.
 """
+import functools
+
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -18,6 +20,15 @@ def _upsample(logits, target):
     return F.interpolate(logits, size=target.shape[1:], mode="bilinear", align_corners=True)
 
 
+def cross_entropy(logits, target, ignore_index=255):
+    """Mean cross entropy over the labelled pixels; a finite 0 (zero gradient) when none is labelled.
+
+    logits (B, C, H, W), target (B, H, W) long. torch's mean reduction divides by zero there.
+    """
+    loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
+    return loss / (target != ignore_index).sum().clamp(min=1)
+
+
 class _DSNLoss(nn.Module):
     """main_loss(main logits) + 0.4 * cross entropy(dsn logits), both upsampled to the labels."""
 
@@ -30,7 +41,7 @@ class _DSNLoss(nn.Module):
         """preds: [main (B, C, h, w), dsn (B, C, h', w')] logits; target: (B, H, W) labels."""
         target = target.long()
         main, dsn = preds[0], preds[1]
-        aux = F.cross_entropy(_upsample(dsn, target), target, ignore_index=self.ignore_index)
+        aux = cross_entropy(_upsample(dsn, target), target, self.ignore_index)
         return self.main_loss(_upsample(main, target), target) + DSN_WEIGHT * aux
 
 
@@ -38,7 +49,7 @@ class CriterionDSN(_DSNLoss):
     """Cross entropy on the main head + 0.4 x cross entropy on the DSN head."""
 
     def __init__(self, ignore_index=255):
-        super().__init__(nn.CrossEntropyLoss(ignore_index=ignore_index), ignore_index)
+        super().__init__(functools.partial(cross_entropy, ignore_index=ignore_index), ignore_index)
 
 
 class CriterionOhemDSN(_DSNLoss):
