@@ -4,9 +4,10 @@ From Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation" (ICC
 Every position (i, j) attends to the H + W - 1 positions of its row i and its column j
 (itself counted once, as in the original CUDA op) with one softmax over all of them.
 
-The op is a custom ``autograd.Function`` whose backward is written by hand: it keeps only
-q, k, v and the (B, H, W, H + W - 1)-sized attention, instead of every intermediate of the
-permute/matmul graph, and it computes each gradient with one batched matmul per direction.
+The op is a custom ``autograd.Function`` whose backward is written by hand: it keeps q, k, v,
+the (B, H, W, H + W - 1)-sized attention and one transposed copy of v instead of every
+intermediate of the permute/matmul graph, and computes each gradient with one batched matmul
+per direction.
 """
 from contextlib import nullcontext
 
@@ -56,32 +57,37 @@ def _attention(q_rows, k_rows, q_cols, k_cols):
 class _CrissCrossFunction(torch.autograd.Function):
     """q, k (B, Cq, H, W), v (B, C, H, W) -> (B, C, H, W), with a hand-written backward.
 
-    Only q, k, v and the attention are kept for backward; the row/column layouts of v are
-    rebuilt there (a copy is far cheaper than keeping two more v-sized tensors alive).
+    Kept for backward: q, k, v, the attention and v's column layout (the H/W-transposed copy, the
+    expensive one); the row layout is a cheap copy and is rebuilt. Each v-sized temporary is freed
+    as soon as it is consumed, which keeps the peak below that of the autograd formulations.
     """
 
     @staticmethod
     def forward(ctx, query, key, value):
         a_row, a_col = _attention(_rows(query), _rows(key), _cols(query), _cols(key))
-        out = _join(_rows(value) @ a_row.mT, _cols(value) @ a_col.mT, value)
-        ctx.save_for_backward(query, key, value, a_row, a_col)
+        row_part = _rows(value) @ a_row.mT  # (B, H, C, W)
+        v_cols = _cols(value)  # (B, W, C, H)
+        out = _join(row_part, v_cols @ a_col.mT, value)
+        ctx.save_for_backward(query, key, value, v_cols, a_row, a_col)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        query, key, value, a_row, a_col = ctx.saved_tensors
+        query, key, value, v_cols, a_row, a_col = ctx.saved_tensors
         need_qk = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_q = grad_k = grad_v = None
+        g_cols = _cols(grad_out)  # (B, W, C, H)
+        da_col = g_cols.mT @ v_cols if need_qk else None  # (B, W, H, H)
+        gv_col = g_cols @ a_col if ctx.needs_input_grad[2] else None  # (B, W, C, H)
+        del g_cols, v_cols
         g_rows = _rows(grad_out)  # (B, H, C, W)
         da_row = g_rows.mT @ _rows(value) if need_qk else None  # (B, H, W, W)
-        gv_row = g_rows @ a_row if ctx.needs_input_grad[2] else None  # (B, H, C, W)
-        del g_rows
-        g_cols = _cols(grad_out)  # (B, W, C, H)
-        da_col = g_cols.mT @ _cols(value) if need_qk else None  # (B, W, H, H)
         if ctx.needs_input_grad[2]:
-            grad_v = _join(gv_row, g_cols @ a_col, value)
-        del g_cols, gv_row
+            gv_row = g_rows @ a_row  # (B, H, C, W)
+            del g_rows
+            grad_v = _join(gv_row, gv_col, value)
+        del gv_col
         if need_qk:
             stat = _stat_dtype(a_row.dtype)
             # Softmax backward: de = a * (dL/da - sum(a * dL/da)) over the H + W - 1 entries.
