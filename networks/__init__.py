@@ -1,0 +1,21 @@
+"""Segmentation models by name: ``build_model("ccnet", 19, ...)``."""
+from networks import ccnet, deeplabv3, pspnet
+from utils.errors import UserError
+
+MODELS = {
+    "ccnet": ccnet.Seg_Model,
+    "pspnet": pspnet.Seg_Model,
+    "deeplabv3": deeplabv3.Seg_Model,
+}
+
+
+def build_model(name, num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None):
+    """The model registered as ``name``; norm_layer None means SynchronizedBatchNorm2d.
+
+    pretrained_model: a checkpoint path or a state_dict loaded non-strictly (ImageNet weights);
+    recurrence: how many times CCNet applies its criss-cross attention (ignored by the others).
+    """
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return MODELS[name](num_classes, criterion=criterion, pretrained_model=pretrained_model,
+                        recurrence=recurrence, norm_layer=norm_layer)

@@ -1,0 +1,81 @@
+"""The dilated ResNet-101 backbone of CCNet, PSPNet and DeepLabv3 (output stride 8).
+
+He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), with the deep stem of
+three 3x3 convs (the MIT ImageNet weights ``resnet101-imagenet.pth`` use it) and layer3/layer4
+dilated by 2 and 4 instead of strided, as in Chen et al., "Rethinking Atrous Convolution" (2017).
+"""
+import torch.nn as nn
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided, dilated), 1x1 expand by 4, plus the identity or a projection."""
+
+    expansion = 4
+
+    def __init__(self, in_channels, channels, norm_layer, stride=1, dilation=1, downsample=None):
+        super().__init__()
+        out_channels = channels * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=1, bias=False)
+        self.bn1 = norm_layer(channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, stride=stride, padding=dilation,
+                               dilation=dilation, bias=False)
+        self.bn2 = norm_layer(channels)
+        self.conv3 = nn.Conv2d(channels, out_channels, kernel_size=1, bias=False)
+        self.bn3 = norm_layer(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def make_layer(in_channels, channels, blocks, norm_layer, stride=1, dilations=(1,)):
+    """``blocks`` bottlenecks in_channels -> 4 * channels; block i is dilated by dilations[i % len(dilations)]."""
+    out_channels = channels * Bottleneck.expansion
+    downsample = None
+    if stride != 1 or in_channels != out_channels:
+        downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                                   norm_layer(out_channels))
+    first = Bottleneck(in_channels, channels, norm_layer, stride, dilations[0], downsample)
+    rest = [Bottleneck(out_channels, channels, norm_layer, dilation=dilations[i % len(dilations)])
+            for i in range(1, blocks)]
+    return nn.Sequential(first, *rest)
+
+
+class ResNet(nn.Module):
+    """Deep-stem dilated ResNet: (B, 3, H, W) -> layer3 (B, 1024, h, w) and layer4 (B, 2048, h, w).
+
+    h, w are H/8, W/8 rounded up through the stride-2 stem conv, the ceil-mode max-pool and
+    layer2's stride-2 conv. ``multi_grid`` multiplies layer4's dilation block by block.
+    """
+
+    def __init__(self, layers=(3, 4, 23, 3), norm_layer=nn.BatchNorm2d, multi_grid=(1, 1, 1)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = norm_layer(64)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
+        self.bn2 = norm_layer(64)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1, bias=False)
+        self.bn3 = norm_layer(128)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        self.layer1 = make_layer(128, 64, layers[0], norm_layer)
+        self.layer2 = make_layer(256, 128, layers[1], norm_layer, stride=2)
+        self.layer3 = make_layer(512, 256, layers[2], norm_layer, dilations=(2,))
+        self.layer4 = make_layer(1024, 512, layers[3], norm_layer, dilations=tuple(4 * g for g in multi_grid))
+
+    def forward(self, x):
+        x = self.relu1(self.bn1(self.conv1(x)))  # (B, 64, H/2, W/2)
+        x = self.relu2(self.bn2(self.conv2(x)))
+        x = self.relu3(self.bn3(self.conv3(x)))  # (B, 128, H/2, W/2)
+        x = self.layer1(self.maxpool(x))  # (B, 256, H/4, W/4)
+        x = self.layer2(x)  # (B, 512, H/8, W/8)
+        c3 = self.layer3(x)  # (B, 1024, H/8, W/8)
+        c4 = self.layer4(c3)  # (B, 2048, H/8, W/8)
+        return c3, c4
