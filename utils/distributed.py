@@ -87,3 +87,12 @@ def all_reduce_sum(tensor):
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_gather_objects(obj):
+    """[obj of rank 0, obj of rank 1, ...] gathered from every process ([obj] outside torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    objects = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj)
+    return objects

@@ -1,0 +1,188 @@
+"""Evaluate a CCNet checkpoint on Cityscapes: per-class IoU, mIoU, pixel accuracy, predicted PNGs.
+
+CCNet: Criss-Cross Attention for Semantic Segmentation (Huang et al., ICCV 2019). The seed README's
+command runs as written (leave out --gpu on a machine without CUDA):
+
+    python evaluate.py --data-dir /data/datasets/Cityscapes/ --recurrence 2 --model ccnet \
+        --restore-from ./snapshots/CS_scenes_60000.pth --whole Ture --gpu 0 --recurrence 2 --batch-size 1
+
+Prediction is sliding-window over --input-size tiles by default, whole-image with --whole true;
+--scales and --flip average the class probabilities over resized and mirrored copies. Under
+torchrun each process evaluates its own share of the images and the confusion matrices are summed.
+Writes <dirname of --Output>/outputs/<name>.png (palette PNG of train ids) and result.txt (JSON
+{"meanIU", "IU_array"}) next to the checkpoint; --test predicts the unlabelled test split and also
+writes outputs/label_ids/<name>.png in official label ids for the benchmark server.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+import networks
+from dataset.cityscapes_labels import CLASS_NAMES, TRAINID_TO_ID, colorize
+from dataset.datasets import CSDataTestSet, CSDataValSet
+from utils.checkpoint import load_model
+from utils.cli import float_list, size_pair, str2bool
+from utils.distributed import setup, teardown
+from utils.errors import UserError, exit_on_user_error
+from utils.inference import predict
+from utils.metrics import ConfusionMatrix
+
+IMG_MEAN = (104.00698793, 116.66876762, 122.67891434)  # BGR, as the network was trained
+SEED_README_SPELLINGS_OF_TRUE = {"ture"}
+
+
+def whole_flag(text):
+    """--whole value: any str2bool spelling, or 'Ture' as written in the seed README's command."""
+    if text.strip().lower() in SEED_README_SPELLINGS_OF_TRUE:
+        return True
+    return str2bool(text)
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Evaluate CCNet on Cityscapes", allow_abbrev=False)
+    parser.add_argument("--data-dir", type=str, default="cityscapes",
+                        help="Cityscapes root holding leftImg8bit/ and gtFine/")
+    parser.add_argument("--data-list", type=str, default=None,
+                        help="list of 'image label' paths relative to --data-dir, images only with --test "
+                             "(default: ./dataset/list/cityscapes/val.lst, or test.lst with --test)")
+    parser.add_argument("--ignore-label", type=int, default=255, help="label value left out of the metric")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (per process)")
+    parser.add_argument("--num-classes", type=int, default=19, help="number of classes the model predicts")
+    parser.add_argument("--restore-from", type=str, default="./deeplab_resnet.ckpt",
+                        help="checkpoint to evaluate; result.txt is written next to it")
+    parser.add_argument("--Output", type=str, default="./",
+                        help="predictions go to <dirname of this path>/outputs/")
+    parser.add_argument("--gpu", type=str, default=None,
+                        help="CUDA device ids, e.g. 0 or 0,1 (default: cuda:0 when present, else the CPU)")
+    parser.add_argument("--recurrence", type=int, default=1, help="criss-cross attention passes")
+    parser.add_argument("--input-size", type=size_pair, default=(769, 769),
+                        help="sliding-window tile as HEIGHT,WIDTH")
+    parser.add_argument("--num-workers", type=int, default=8, help="data-loading processes")
+    parser.add_argument("--whole", type=whole_flag, nargs="?", const=True, default=False,
+                        help="predict each image in one pass instead of by sliding window")
+    parser.add_argument("--model", type=str, default="None", help="network name, e.g. ccnet")
+    parser.add_argument("--scales", type=float_list, default=[1.0],
+                        help="comma-separated image scales whose probabilities are averaged, e.g. 0.75,1.0,1.25")
+    parser.add_argument("--flip", type=str2bool, nargs="?", const=True, default=False,
+                        help="also predict the mirrored images and average")
+    parser.add_argument("--save-pred", action=argparse.BooleanOptionalAction, default=True,
+                        help="write the predicted PNGs")
+    parser.add_argument("--test", action="store_true",
+                        help="the list is the unlabelled test split: predict and save, no metric")
+    return parser
+
+
+def check_args(args):
+    """Raise UserError for flag values that cannot work, before anything is loaded."""
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.num_workers < 0:
+        raise UserError(f"--num-workers must be 0 or more, got {args.num_workers}")
+    if args.test and not args.save_pred:
+        raise UserError("--test only writes predictions; it cannot be combined with --no-save-pred")
+    if not os.path.isdir(args.data_dir):
+        raise UserError(f"data directory not found: {args.data_dir}")
+
+
+def build_loader(args, runtime):
+    """DataLoader over this process's share of the list: images rank, rank + world_size, ..."""
+    data_list = args.data_list or f"./dataset/list/cityscapes/{'test' if args.test else 'val'}.lst"
+    if args.test:
+        dataset = CSDataTestSet(args.data_dir, data_list, mean=IMG_MEAN)
+    else:
+        dataset = CSDataValSet(args.data_dir, data_list, mean=IMG_MEAN, ignore_label=args.ignore_label)
+    shard = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size))
+    return DataLoader(shard, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
+                      pin_memory=runtime.device.type == "cuda")
+
+
+def save_predictions(predictions, names, out_dir, label_ids):
+    """Write each (H, W) train-id map as <name>.png in Cityscapes colours, and in label ids if asked."""
+    for prediction, name in zip(predictions, names):
+        colorize(prediction).save(os.path.join(out_dir, f"{name}.png"))
+        if label_ids:
+            Image.fromarray(TRAINID_TO_ID[prediction]).save(os.path.join(out_dir, "label_ids", f"{name}.png"))
+
+
+@torch.no_grad()
+def evaluate(model, loader, args, device, out_dir, show_progress):
+    """Predict every image of the loader; returns the confusion matrix (None with --test)."""
+    tile_size = None if args.whole else args.input_size
+    confmat = None if args.test else ConfusionMatrix(args.num_classes, args.ignore_label, device)
+    bar = tqdm(total=len(loader.dataset), unit="img", file=sys.stdout, disable=not show_progress)
+    for batch in loader:
+        if args.test:
+            images, sizes, names = batch
+        else:
+            images, labels, sizes, names = batch
+        images = images.to(device, non_blocking=True)  # (N, 3, H, W)
+        predictions = predict(model, images, tile_size, args.scales, args.flip).argmax(1)  # (N, H, W)
+        crops = [p[:int(h), :int(w)] for p, (h, w) in zip(predictions, sizes[:, :2].tolist())]
+        if confmat is not None:
+            for crop, label in zip(crops, labels):
+                confmat.update(crop, label[:crop.shape[0], :crop.shape[1]])
+        if args.save_pred:
+            save_predictions([c.to(torch.uint8).cpu().numpy() for c in crops], names, out_dir, args.test)
+        bar.update(len(names))
+    bar.close()
+    return confmat
+
+
+def report(confmat, num_classes):
+    """Print per-class IoU, mIoU and pixel accuracy (in %) as a table; null marks a class seen nowhere."""
+    names = CLASS_NAMES if num_classes == len(CLASS_NAMES) else [f"class {i}" for i in range(num_classes)]
+    rows = list(zip(names, confmat.iou())) + [("mIoU", confmat.mean_iou()),
+                                              ("pixel accuracy", confmat.pixel_accuracy())]
+    width = max(len(name) for name, _ in rows) + 2
+    print(f"{'class':<{width}}IoU")
+    for name, value in rows:
+        print(f"{name:<{width}}{'null' if value is None else f'{100 * value:.2f}'}")
+
+
+def main(args):
+    check_args(args)
+    runtime = setup(args.gpu)
+    try:
+        if runtime.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        model = networks.build_model(args.model, args.num_classes, recurrence=args.recurrence,
+                                     norm_layer=torch.nn.BatchNorm2d)
+        loader = build_loader(args, runtime)
+        load_model(model, args.restore_from, strict=True)
+        model.to(runtime.device).eval()
+        if len(runtime.gpu_ids) > 1:
+            model = torch.nn.DataParallel(model, device_ids=runtime.gpu_ids)
+
+        out_dir = os.path.join(os.path.dirname(args.Output), "outputs")
+        if args.save_pred:
+            os.makedirs(os.path.join(out_dir, "label_ids") if args.test else out_dir, exist_ok=True)
+
+        start = time.perf_counter()
+        confmat = evaluate(model, loader, args, runtime.device, out_dir, runtime.is_main)
+        seconds = time.perf_counter() - start
+        if runtime.is_main:
+            count = len(loader.dataset)
+            share = f" (process 0 of {runtime.world_size})" if runtime.distributed else ""
+            print(f"{count} images in {seconds:.1f} s, {count / seconds:.2f} img/s{share}")
+        if confmat is None:
+            return None
+        confmat.all_reduce()
+        if runtime.is_main:
+            report(confmat, args.num_classes)
+            result = {"meanIU": confmat.mean_iou(), "IU_array": confmat.iou()}
+            with open(os.path.join(os.path.dirname(args.restore_from), "result.txt"), "w") as f:
+                f.write(json.dumps(result))
+        return confmat
+    finally:
+        teardown()
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)(get_args_parser().parse_args())

@@ -1,0 +1,294 @@
+"""Inference (whole, sliding window, scales, flip) and evaluate.py end to end on synthetic Cityscapes."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+import evaluate
+import networks
+from dataset.cityscapes_labels import CLASS_NAMES, ID_TO_TRAINID, PALETTE, TRAINID_TO_ID
+from dataset.synthetic import make_synthetic_cityscapes
+from utils.errors import exit_on_user_error
+from utils.inference import predict, predict_sliding, predict_whole, sliding_stride, tile_starts
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class TinySegNet(nn.Module):
+    """Stride-8 logits returned as [main, auxiliary], the way CCNet returns them."""
+
+    def __init__(self, num_classes=4):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, num_classes, 5, stride=8, padding=2)
+
+    def forward(self, x):
+        out = self.conv(x)
+        return [out, torch.zeros_like(out)]
+
+
+def seed_sliding_reference(model, image, tile):
+    """The seed's tile rule, written per tile in float64: tiles at multiples of the stride, shifted
+    back to end at the border, zero-padded when larger than the image, logits averaged. The seed
+    takes both strides from the tile height; for a non-square tile each side has its own here."""
+    _, _, height, width = image.shape
+    stride_h, stride_w = math.ceil(tile[0] * 2 / 3), math.ceil(tile[1] * 2 / 3)
+    rows = max(math.ceil((height - tile[0]) / stride_h) + 1, 1)
+    cols = max(math.ceil((width - tile[1]) / stride_w) + 1, 1)
+    total = count = 0
+    for row in range(rows):
+        for col in range(cols):
+            y2, x2 = min(row * stride_h + tile[0], height), min(col * stride_w + tile[1], width)
+            y1, x1 = max(y2 - tile[0], 0), max(x2 - tile[1], 0)
+            padded = torch.zeros(image.shape[0], 3, *tile)
+            padded[:, :, :y2 - y1, :x2 - x1] = image[:, :, y1:y2, x1:x2]
+            logits = F.interpolate(model(padded)[0], size=tile, mode="bilinear", align_corners=True)
+            placed = torch.zeros(image.shape[0], logits.shape[1], height, width, dtype=torch.float64)
+            placed[:, :, y1:y2, x1:x2] = logits[:, :, :y2 - y1, :x2 - x1].double()
+            mask = torch.zeros(height, width, dtype=torch.float64)
+            mask[y1:y2, x1:x2] = 1
+            total, count = total + placed, count + mask
+    return total / count
+
+
+def test_tile_starts_cover_the_image_and_end_flush_with_it():
+    for length, tile in [(100, 30), (30, 30), (20, 30), (769, 256), (1024, 769)]:
+        stride = sliding_stride((tile, tile))[0]
+        starts = tile_starts(length, tile, stride)
+        covered = set()
+        for s in starts:
+            covered.update(range(s, min(s + tile, length)))
+        assert covered == set(range(length))
+        assert starts[-1] == max(length - tile, 0)
+        assert all(b - a <= stride for a, b in zip(starts, starts[1:]))
+
+
+def test_sliding_stride_is_two_thirds_of_the_tile_rounded_up():
+    assert sliding_stride((769, 769)) == (513, 513)
+    assert sliding_stride((768, 30)) == (512, 20)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("size,tile", [((40, 56), (16, 24)), ((20, 30), (32, 32)), ((33, 17), (16, 16))])
+def test_sliding_window_matches_the_seed_tile_rule(size, tile):
+    model = TinySegNet().eval()
+    image = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    expected = seed_sliding_reference(model, image, tile)
+    assert torch.allclose(predict_sliding(model, image, tile).double(), expected, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_whole_and_sliding_agree_exactly_when_the_tile_is_the_image():
+    model = TinySegNet().eval()
+    image = torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(predict_sliding(model, image, (48, 64)), predict_whole(model, image))
+    assert torch.equal(predict(model, image, (48, 64)), predict(model, image, None))
+
+
+@torch.no_grad()
+def test_flip_averages_the_mirrored_prediction_mirrored_back():
+    model = TinySegNet().eval()
+    image = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(3))
+    plain = predict_whole(model, image).softmax(1)
+    mirrored = predict_whole(model, image.flip(-1)).flip(-1).softmax(1)
+    assert torch.allclose(predict(model, image, flip=True), (plain + mirrored) / 2, atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_scales_average_probabilities_resized_to_the_image():
+    model = TinySegNet().eval()
+    image = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(4))
+    half = F.interpolate(image, size=(16, 24), mode="bilinear", align_corners=True)
+    half_logits = F.interpolate(predict_whole(model, half), size=(32, 48), mode="bilinear", align_corners=True)
+    expected = (predict_whole(model, image).softmax(1) + half_logits.softmax(1)) / 2
+    probs = predict(model, image, None, scales=[1.0, 0.5])
+    assert probs.shape == (1, 4, 32, 48)
+    assert torch.allclose(probs, expected, atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_a_batch_predicts_each_image_as_alone():
+    model = TinySegNet().eval()
+    images = torch.randn(3, 3, 40, 40, generator=torch.Generator().manual_seed(5))
+    batched = predict(model, images, (24, 24), scales=[0.75, 1.0], flip=True)
+    single = torch.cat([predict(model, images[i:i + 1], (24, 24), scales=[0.75, 1.0], flip=True)
+                        for i in range(3)])
+    assert torch.allclose(batched, single, atol=1e-6, rtol=0)
+
+
+SEED_README_COMMAND = ("--data-dir {data} --recurrence 2 --model ccnet --restore-from {ckpt} --whole Ture "
+                       "--gpu 0 --recurrence 2 --batch-size 1")
+
+
+def train_ids_of(path):
+    """uint8 (H, W) pixel values of a PNG."""
+    return np.array(Image.open(path))
+
+
+def run_evaluate(argv):
+    """evaluate.py's main on argv, as the script runs it (UserError -> exit 1)."""
+    args = evaluate.get_args_parser().parse_args(argv)
+    return exit_on_user_error(evaluate.main)(args)
+
+
+@pytest.fixture(scope="module")
+def cityscapes(tmp_path_factory):
+    """A synthetic Cityscapes (3 val, 2 test images of 64x128) and a CCNet checkpoint for it."""
+    root = tmp_path_factory.mktemp("cityscapes")
+    lists = make_synthetic_cityscapes(str(root), num_train=0, num_val=3, num_test=2, height=64, width=128)
+    torch.manual_seed(0)
+    model = networks.build_model("ccnet", 19, recurrence=2, norm_layer=nn.BatchNorm2d)
+    ckpt_dir = root / "snapshots"
+    ckpt_dir.mkdir()
+    ckpt = ckpt_dir / "CS_scenes_1.pth"
+    torch.save(model.state_dict(), ckpt)
+    return {"root": str(root), "val": lists["val"], "test": lists["test"], "ckpt": str(ckpt)}
+
+
+def val_label_files(cityscapes):
+    """The synthetic val split's label-id PNGs, sorted."""
+    return sorted(Path(cityscapes["root"], "gtFine", "val").glob("*/*.png"))
+
+
+def common_flags(cityscapes, out_dir):
+    """evaluate.py flags for the synthetic val split and checkpoint, predictions under out_dir."""
+    return ["--data-dir", cityscapes["root"], "--data-list", cityscapes["val"], "--restore-from", cityscapes["ckpt"],
+            "--Output", f"{out_dir}/", "--num-workers", "0", "--model", "ccnet", "--recurrence", "2"]
+
+
+@pytest.fixture(scope="module")
+def whole_run(cityscapes, tmp_path_factory):
+    """The seed README's command (paths replaced, --gpu left out on the CPU) on the val split."""
+    out_dir = tmp_path_factory.mktemp("whole")
+    argv = SEED_README_COMMAND.format(data=cityscapes["root"], ckpt=cityscapes["ckpt"]).split()
+    gpu = argv.index("--gpu")
+    argv = argv[:gpu] + argv[gpu + 2:] + ["--data-list", cityscapes["val"], "--Output", f"{out_dir}/",
+                                          "--num-workers", "0"]
+    run_evaluate(argv)
+    with open(os.path.join(os.path.dirname(cityscapes["ckpt"]), "result.txt")) as f:
+        return {"result": json.load(f), "outputs": out_dir / "outputs"}
+
+
+def test_seed_readme_command_parses_as_whole_with_two_recurrences(cityscapes):
+    argv = SEED_README_COMMAND.format(data=cityscapes["root"], ckpt=cityscapes["ckpt"]).split()
+    args = evaluate.get_args_parser().parse_args(argv)
+    assert (args.whole, args.recurrence, args.batch_size, args.model, args.gpu) == (True, 2, 1, "ccnet", "0")
+
+
+def test_miou_equals_a_direct_count_over_the_saved_pngs(cityscapes, whole_run):
+    ious = []
+    label_files = val_label_files(cityscapes)
+    assert sorted(os.listdir(whole_run["outputs"])) == [path.name for path in label_files]
+    predictions = [train_ids_of(whole_run["outputs"] / path.name) for path in label_files]
+    labels = [ID_TO_TRAINID[train_ids_of(path)] for path in label_files]
+    for c in range(19):
+        inter = sum(int(((p == c) & (t == c)).sum()) for p, t in zip(predictions, labels))
+        union = sum(int((((p == c) | (t == c)) & (t != 255)).sum()) for p, t in zip(predictions, labels))
+        ious.append(inter / union if union else None)
+    present = [v for v in ious if v is not None]
+    assert whole_run["result"]["IU_array"] == ious
+    assert whole_run["result"]["meanIU"] == sum(present) / len(present)
+
+
+def test_saved_predictions_use_the_cityscapes_palette(whole_run):
+    image = Image.open(next(whole_run["outputs"].iterdir()))
+    assert image.mode == "P"
+    assert np.array_equal(np.array(image.getpalette()[:57]).reshape(19, 3), PALETTE)
+
+
+def test_sliding_with_the_image_as_tile_equals_whole_on_ccnet(cityscapes, whole_run, tmp_path):
+    run_evaluate(common_flags(cityscapes, tmp_path) + ["--input-size", "64,128", "--batch-size", "2"])
+    with open(os.path.join(os.path.dirname(cityscapes["ckpt"]), "result.txt")) as f:
+        assert json.load(f) == whole_run["result"]
+    for path in whole_run["outputs"].iterdir():
+        assert np.array_equal(train_ids_of(path), train_ids_of(tmp_path / "outputs" / path.name))
+
+
+def test_flip_and_multiscale_run_without_saving(cityscapes, whole_run, tmp_path):
+    confmat = run_evaluate(common_flags(cityscapes, tmp_path) + [
+        "--whole", "true", "--batch-size", "3", "--scales", "0.75,1.25", "--flip", "true", "--no-save-pred"])
+    labelled = sum(int((ID_TO_TRAINID[train_ids_of(path)] != 255).sum()) for path in val_label_files(cityscapes))
+    assert int(confmat.matrix.sum()) == labelled
+    assert len(confmat.iou()) == 19
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_test_split_label_ids_map_back_to_the_train_ids(cityscapes, tmp_path):
+    flags = common_flags(cityscapes, tmp_path)
+    flags[flags.index("--data-list") + 1] = cityscapes["test"]
+    assert run_evaluate(flags + ["--test", "--whole", "1"]) is None
+    names = sorted(p.name for p in (tmp_path / "outputs").glob("*.png"))
+    assert len(names) == 2
+    for name in names:
+        label_ids = train_ids_of(tmp_path / "outputs" / "label_ids" / name)
+        assert np.isin(label_ids, TRAINID_TO_ID).all()
+        assert np.array_equal(ID_TO_TRAINID[label_ids], train_ids_of(tmp_path / "outputs" / name))
+
+
+def test_torchrun_over_two_processes_equals_one_process(cityscapes, whole_run, tmp_path):
+    argv = common_flags(cityscapes, tmp_path) + ["--whole", "true", "--batch-size", "1"]
+    argv[argv.index("--restore-from") + 1] = shutil.copy(cityscapes["ckpt"], tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", "evaluate.py"] + argv,
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "result.txt") as f:
+        assert json.load(f) == whole_run["result"]
+    assert sorted(os.listdir(tmp_path / "outputs")) == sorted(os.listdir(whole_run["outputs"]))
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"--restore-from": "missing.pth"}, "checkpoint not found"),
+    ({"--restore-from": "corrupt.pth"}, "cannot read checkpoint"),
+    ({"--num-classes": "5"}, "does not fit the model"),
+    ({"--data-list": "missing.lst"}, "missing.lst"),
+    ({"--gpu": "99"}, "--gpu 99"),
+])
+def test_bad_inputs_exit_with_one_line(cityscapes, tmp_path, capsys, change, message):
+    (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint")
+    argv = common_flags(cityscapes, tmp_path)
+    for flag, value in change.items():
+        if flag in argv:
+            argv[argv.index(flag) + 1] = str(tmp_path / value) if value.endswith(("pth", "lst")) else value
+        else:
+            argv += [flag, value]
+    with pytest.raises(SystemExit) as stop:
+        run_evaluate(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_missing_data_dir_is_one_line_without_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "evaluate.py", "--data-dir", str(tmp_path / "nowhere")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == f"error: data directory not found: {tmp_path / 'nowhere'}\n"
+
+
+def test_per_class_iou_matches_the_official_cityscapes_evaluation(cityscapes, whole_run, tmp_path):
+    official = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling",
+                                   reason="cityscapesscripts is not installed")
+    predictions, ground_truth = [], val_label_files(cityscapes)
+    for path in ground_truth:
+        label_id_file = str(tmp_path / path.name)
+        Image.fromarray(TRAINID_TO_ID[train_ids_of(whole_run["outputs"] / path.name)]).save(label_id_file)
+        predictions.append(label_id_file)
+    official.args.evalInstLevelScore = False
+    official.args.JSONOutput = False
+    official.args.quiet = True
+    scores = official.evaluateImgLists(predictions, [str(p) for p in ground_truth], official.args)["classScores"]
+    theirs = [None if math.isnan(scores[name]) else scores[name] for name in CLASS_NAMES]
+    assert theirs == pytest.approx(whole_run["result"]["IU_array"], rel=1e-12)

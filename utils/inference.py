@@ -1,0 +1,80 @@
+"""Dense prediction of a segmentation network over full images: whole, sliding window, scales, flip.
+
+The network takes (N, 3, h, w) images and returns logits at a reduced resolution, or a list whose
+first entry is the main logits (as CCNet returns [main, deep-supervision]). Everything here runs on
+the device and in the dtype of the images, a batch of images at a time.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def predict_whole(model, images):
+    """Logits (N, K, H, W) from one pass of images (N, 3, H, W), upsampled bilinearly to (H, W)."""
+    out = model(images)
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    return F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=True)
+
+
+def tile_starts(length, tile, stride):
+    """Start offsets of tiles of size ``tile`` covering [0, length), the last one flush with the end."""
+    count = max(-(-(length - tile) // stride) + 1, 1)
+    return [max(min(i * stride, length - tile), 0) for i in range(count)]
+
+
+def sliding_stride(tile_size):
+    """Window stride for 1/3 overlap: ceil(2/3 of the tile) in each dimension."""
+    return tuple(-(-2 * t // 3) for t in tile_size)
+
+
+def predict_sliding(model, images, tile_size):
+    """Logits (N, K, H, W) averaged over tiles of ``tile_size`` (h, w) overlapping by 1/3.
+
+    A tile larger than the image is zero-padded at the bottom and right; where tiles overlap the
+    logits are averaged.
+    """
+    n, _, height, width = images.shape
+    tile_h, tile_w = tile_size
+    stride_h, stride_w = sliding_stride(tile_size)
+    total = count = None
+    for y in tile_starts(height, tile_h, stride_h):
+        for x in tile_starts(width, tile_w, stride_w):
+            tile = images[:, :, y:y + tile_h, x:x + tile_w]  # (N, 3, <=tile_h, <=tile_w)
+            h, w = tile.shape[-2:]
+            padded = F.pad(tile, (0, tile_w - w, 0, tile_h - h))  # (N, 3, tile_h, tile_w)
+            logits = predict_whole(model, padded)[:, :, :h, :w]  # (N, K, h, w)
+            if total is None:
+                total = logits.new_zeros(n, logits.shape[1], height, width)
+                count = logits.new_zeros(1, 1, height, width)
+            total[:, :, y:y + h, x:x + w] += logits
+            count[:, :, y:y + h, x:x + w] += 1
+    return total / count
+
+
+def predict(model, images, tile_size=None, scales=(1.0,), flip=False):
+    """Class probabilities (N, K, H, W) for images (N, 3, H, W), averaged over scales and flips.
+
+    Each scale resizes the images bilinearly, predicts them whole (``tile_size`` None) or by sliding
+    window, and resizes the logits back to (H, W) before the softmax; ``flip`` adds the mirrored
+    images, their prediction mirrored back.
+    """
+    height, width = images.shape[-2:]
+    probs = None
+    views = 0
+    for scale in scales:
+        if scale == 1.0:
+            scaled = images
+        else:
+            size = (max(round(height * scale), 1), max(round(width * scale), 1))
+            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=True)
+        for mirrored in ((False, True) if flip else (False,)):
+            view = scaled.flip(-1) if mirrored else scaled
+            logits = predict_whole(model, view) if tile_size is None else predict_sliding(model, view, tile_size)
+            if mirrored:
+                logits = logits.flip(-1)
+            if logits.shape[-2:] != (height, width):
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
+            p = logits.softmax(1)
+            probs = p if probs is None else probs + p
+            views += 1
+    return probs / views
