@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from utils.loss import OhemCrossEntropy2d
 
-__all__ = ["CriterionDSN", "CriterionOhemDSN"]
+__all__ = ["DSNLoss", "CriterionDSN", "CriterionOhemDSN", "cross_entropy"]
 
 DSN_WEIGHT = 0.4
 
@@ -29,7 +29,7 @@ def cross_entropy(logits, target, ignore_index=255):
     return loss / (target != ignore_index).sum().clamp(min=1)
 
 
-class _DSNLoss(nn.Module):
+class DSNLoss(nn.Module):
     """main_loss(main logits) + 0.4 * cross entropy(dsn logits), both upsampled to the labels."""
 
     def __init__(self, main_loss, ignore_index):
@@ -45,14 +45,14 @@ class _DSNLoss(nn.Module):
         return self.main_loss(_upsample(main, target), target) + DSN_WEIGHT * aux
 
 
-class CriterionDSN(_DSNLoss):
+class CriterionDSN(DSNLoss):
     """Cross entropy on the main head + 0.4 x cross entropy on the DSN head."""
 
     def __init__(self, ignore_index=255):
         super().__init__(functools.partial(cross_entropy, ignore_index=ignore_index), ignore_index)
 
 
-class CriterionOhemDSN(_DSNLoss):
+class CriterionOhemDSN(DSNLoss):
     """OHEM cross entropy on the main head + 0.4 x cross entropy on the DSN head."""
 
     def __init__(self, ignore_index=255, thresh=0.7, min_kept=100000):

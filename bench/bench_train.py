@@ -1,0 +1,268 @@
+"""One CCNet (R=2) training step, configuration by configuration, against the seed's step.
+
+    python bench/bench_train.py                                        # CPU: 97x97 crop, batch 1
+    python bench/bench_train.py --device cuda --json bench_train.json  # GPU: 769x769 crop, batch 2
+
+A step is forward, OHEM + DSN loss, backward and SGD on synthetic images and labels. Rows:
+the seed-style baseline (bmm/permute attention, numpy/scipy OHEM on the host, fp32, plain BN);
+then this project in strict fp32, + TF32 (CUDA only), + bf16 autocast (train.py --amp), +
+channels_last (train.py --channels-last), + torch.compile (on the GPU by default, on the CPU
+with --compile 1). Every row starts from the same initial weights; the rows are timed in
+interleaved rounds. Peak memory is what the CUDA allocator would peak at during a step with the
+row's model alone on the GPU (weights, gradients and momentum included); on the CPU it is the
+storages allocated during a step (bench_cca.PeakTensorMemory), not measured for compiled code,
+whose kernels bypass the dispatcher.
+"""
+import argparse
+import copy
+import datetime
+import json
+import platform
+import statistics
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import networks  # noqa: E402
+from bench.bench_cca import PeakTensorMemory, median_ms, synchronize  # noqa: E402
+from bench.seed_baseline import SeedCriterionOhemDSN, to_seed_style  # noqa: E402
+from utils.cli import size_pair, str2bool  # noqa: E402
+from utils.criterion import CriterionOhemDSN  # noqa: E402
+from utils.errors import UserError, exit_on_user_error  # noqa: E402
+
+NUM_CLASSES = 19
+IGNORE_LABEL = 255
+
+
+def device_name(device):
+    """The GPU's name, or the CPU's model and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def set_tf32(device, enabled):
+    """TF32 for fp32 matmuls and convolutions on CUDA ('ieee' is strict fp32); a no-op on the CPU."""
+    if device.type == "cuda":
+        precision = "tf32" if enabled else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+
+
+def autocast_for(device, amp):
+    """bf16 autocast on ``device`` when amp is set, otherwise a null context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+
+def configurations(device, compile_model):
+    """The benchmark rows: (name, seed-style, TF32, AMP bf16, channels_last, compile), or a skip note."""
+    on_gpu = device.type == "cuda"
+    rows = [("seed-style baseline, fp32", True, False, False, False, False),
+            ("ours, fp32", False, False, False, False, False),
+            ("+ TF32", False, True, False, False, False) if on_gpu else ("+ TF32", "CUDA only"),
+            ("+ AMP bf16", False, on_gpu, True, False, False),
+            ("+ channels_last", False, on_gpu, True, True, False)]
+    if compile_model:
+        rows.append(("+ torch.compile", False, on_gpu, True, True, True))
+    return rows
+
+
+def print_table(header, rows, columns):
+    """Print header, then one line per row dict; columns: [(key, title, format)]; None prints a dash."""
+    print(header)
+    widths = [max(len(title), 10) for _, title, _ in columns]
+    widths[0] = max([widths[0]] + [len(str(r[columns[0][0]])) for r in rows])
+    print("  ".join(f"{title:<{w}}" if i == 0 else f"{title:>{w}}"
+                    for i, ((_, title, _), w) in enumerate(zip(columns, widths))))
+    for r in rows:
+        cells = []
+        for i, ((key, _, fmt), w) in enumerate(zip(columns, widths)):
+            value = r.get(key)
+            text = "-" if value is None else format(value, fmt)
+            cells.append(f"{text:<{w}}" if i == 0 else f"{text:>{w}}")
+        print("  ".join(cells))
+
+
+def save_record(path, device, settings, rows):
+    """Write {device, torch, date, settings, rows} as JSON to path."""
+    record = {"device": device_name(device), "torch": torch.__version__,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "settings": settings, "rows": rows}
+    Path(path).write_text(json.dumps(record, indent=2))
+
+
+def synthetic_batch(batch, size, device, generator):
+    """Images (B, 3, H, W) float32 and labels (B, H, W) long with ~5% ignored pixels."""
+    images = torch.randn(batch, 3, *size, generator=generator)
+    labels = torch.randint(0, NUM_CLASSES, (batch, *size), generator=generator)
+    labels[torch.rand(batch, *size, generator=generator) < 0.05] = IGNORE_LABEL
+    return images.to(device), labels.to(device)
+
+
+def training_step(model, optimizer, images, labels, autocast):
+    """A closure running one step as train.py does: loss = model(images, labels); backward; SGD."""
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = model(images, labels)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def persistent_bytes(net, optimizer):
+    """Bytes of the parameters, their gradients and the optimizer state."""
+    tensors = [p for p in net.parameters()] + [p.grad for p in net.parameters() if p.grad is not None]
+    tensors += [t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def peak_memory_mb(step, net, optimizer, device):
+    """MiB: on CUDA the allocator's peak one step would reach with this model alone on the device (its
+    weights, gradients and momentum included); on the CPU the storages the step allocates at most."""
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        own = persistent_bytes(net, optimizer)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before + own) / 2**20
+    tracker = PeakTensorMemory()
+    with tracker:
+        step()
+    return tracker.peak / 2**20
+
+
+def prepare(initial, config, images, labels, args, device):
+    """(model, optimizer, step closure) of one configuration, from a copy of the initial weights."""
+    _, seed_style, _, amp, channels_last, compiled = config
+    net = copy.deepcopy(initial)
+    if seed_style:
+        to_seed_style(net, SeedCriterionOhemDSN(IGNORE_LABEL, args.ohem_thres, args.ohem_keep))
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    net.to(device=device, memory_format=memory_format).train()
+    images = images.contiguous(memory_format=memory_format)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    model = torch.compile(net) if compiled else net
+    return net, optimizer, training_step(model, optimizer, images, labels, autocast_for(device, amp))
+
+
+def interleaved_median_ms(fns, device, repeat, warmup):
+    """Median ms of each fn over ``repeat`` rounds that call every fn once, after ``warmup`` rounds;
+    a load change on a shared machine then hits every fn alike."""
+    samples = [[] for _ in fns]
+    for _ in range(warmup + repeat):
+        for fn, times in zip(fns, samples):
+            times.append(median_ms(fn, device, repeat=1, warmup=0))
+    return [statistics.median(times[warmup:]) for times in samples]
+
+
+def with_tf32(fn, device, enabled):
+    """fn wrapped to run with TF32 on or off (see set_tf32)."""
+    def run():
+        set_tf32(device, enabled)
+        return fn()
+    return run
+
+
+def measure(initial, configs, images, labels, args, device):
+    """Rows of step time, images/s and peak memory, one per configuration."""
+    prepared = [prepare(initial, config, images, labels, args, device) for config in configs]
+    steps = [with_tf32(step, device, config[2]) for config, (_, _, step) in zip(configs, prepared)]
+    times = interleaved_median_ms(steps, device, args.repeat, args.warmup)
+    rows = []
+    for config, (net, optimizer, _), step, ms in zip(configs, prepared, steps, times):
+        measurable = device.type == "cuda" or not config[5]
+        rows.append({"configuration": config[0], "step_ms": ms, "images_per_s": images.shape[0] * 1e3 / ms,
+                     "peak_mb": peak_memory_mb(step, net, optimizer, device) if measurable else None})
+    return rows
+
+
+def add_speedups(rows):
+    """Each measured row's images/s and peak memory relative to the first row (the baseline)."""
+    base = rows[0]
+    for r in rows:
+        if r.get("images_per_s") is not None:
+            r["speedup"] = r["images_per_s"] / base["images_per_s"]
+            both = r["peak_mb"] is not None and base["peak_mb"]
+            r["memory_ratio"] = r["peak_mb"] / base["peak_mb"] if both else None
+
+
+def benchmark_device(args):
+    """The checked --device, seeded, with cuDNN autotuning on CUDA; UserError for unusable flags."""
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: this PyTorch sees no CUDA device")
+    if min(args.batch, args.repeat) < 1 or args.warmup < 0:
+        raise UserError("--batch and --repeat must be at least 1, --warmup at least 0")
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def main(args):
+    device = benchmark_device(args)
+    criterion = CriterionOhemDSN(IGNORE_LABEL, args.ohem_thres, args.ohem_keep)
+    initial = networks.build_model("ccnet", NUM_CLASSES, criterion=criterion, recurrence=args.recurrence,
+                                   norm_layer=nn.BatchNorm2d)
+    images, labels = synthetic_batch(args.batch, args.size, device, torch.Generator().manual_seed(0))
+
+    configs = configurations(device, args.compile)
+    measured = iter(measure(initial, [c for c in configs if len(c) > 2], images, labels, args, device))
+    rows = [next(measured) if len(c) > 2 else {"configuration": c[0], "skipped": c[1]} for c in configs]
+    add_speedups(rows)
+    set_tf32(device, True)
+
+    settings = {"model": "ccnet", "recurrence": args.recurrence, "batch": args.batch, "crop": list(args.size),
+                "ohem_thres": args.ohem_thres, "ohem_keep": args.ohem_keep, "repeat": args.repeat,
+                "warmup": args.warmup}
+    header = (f"{device_name(device)}, torch {torch.__version__}, {datetime.date.today()}: CCNet R={args.recurrence} "
+              f"training step, batch {args.batch}, crop {args.size[0]}x{args.size[1]}, OHEM + DSN, SGD")
+    print_table(header, rows, [("configuration", "configuration", ""), ("step_ms", "step ms", ".1f"),
+                               ("images_per_s", "images/s", ".2f"), ("speedup", "x baseline", ".2f"),
+                               ("peak_mb", "peak MiB", ".0f"), ("memory_ratio", "x memory", ".2f")])
+    for r in rows:
+        if "skipped" in r:
+            print(f"{r['configuration']}: skipped ({r['skipped']})")
+    if args.json:
+        save_record(args.json, device, settings, rows)
+    return rows
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--batch", type=int, default=None, help="images per step (default 1 on CPU, 2 on GPU)")
+    parser.add_argument("--size", type=size_pair, default=None,
+                        help="crop HEIGHT,WIDTH (default 97,97 on CPU, 769,769 on GPU)")
+    parser.add_argument("--recurrence", type=int, default=2, help="criss-cross attention passes")
+    parser.add_argument("--ohem-thres", type=float, default=0.7, help="OHEM probability threshold")
+    parser.add_argument("--ohem-keep", type=int, default=100000, help="OHEM keeps at least this many pixels")
+    parser.add_argument("--compile", type=str2bool, default=None,
+                        help="add a torch.compile row (1/0; default 1 on GPU, 0 on CPU)")
+    parser.add_argument("--repeat", type=int, default=None, help="timed steps per row, median (default 3 CPU, 20 GPU)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed rounds first, which also compile (default 1 CPU, 5 GPU)")
+    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    return parser
+
+
+def fill_defaults(args):
+    """The CPU or GPU default of every size flag left unset."""
+    on_gpu = args.device.startswith("cuda")
+    args.batch = args.batch or (2 if on_gpu else 1)
+    args.size = args.size or ((769, 769) if on_gpu else (97, 97))
+    args.compile = on_gpu if args.compile is None else args.compile
+    args.repeat = args.repeat or (20 if on_gpu else 3)
+    args.warmup = (5 if on_gpu else 1) if args.warmup is None else args.warmup
+    return args
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)(fill_defaults(get_args_parser().parse_args()))

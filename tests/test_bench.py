@@ -1,0 +1,127 @@
+"""The seed-style baseline computes what this project computes; both benchmarks run and write their JSON."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from bench import bench_eval, bench_train
+from bench.seed_baseline import SeedCrissCrossAttention, SeedOhemCrossEntropy2d, seed_predict, to_seed_style
+from CC import CrissCrossAttention
+from utils.inference import predict
+from utils.loss import OhemCrossEntropy2d
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_seed_style_attention_keeps_the_weights_and_the_output():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), CrissCrossAttention(16)).double()
+    nn.init.constant_(model[1].gamma, 0.7)
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    expected = model(x)
+    to_seed_style(model)
+    assert type(model[1]) is SeedCrissCrossAttention
+    torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("min_kept", [64 * 20, 64 * 1000])
+def test_seed_ohem_loss_equals_the_on_device_ohem(min_kept):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 40, 48, generator=g)
+    target = torch.randint(0, 5, (2, 40, 48), generator=g)
+    target[:, :4] = 255
+    seed = SeedOhemCrossEntropy2d(thresh=0.3, min_kept=min_kept)(logits, target)
+    ours = OhemCrossEntropy2d(thresh=0.3, min_kept=min_kept)(logits, target)
+    torch.testing.assert_close(seed, ours, rtol=1e-6, atol=1e-6)
+
+
+def test_seed_ohem_keeps_every_valid_pixel_when_min_kept_exceeds_them():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(1, 4, 16, 16, generator=g, dtype=torch.float64)
+    target = torch.randint(0, 4, (1, 16, 16), generator=g)
+    target[0, 0] = 255
+    loss = SeedOhemCrossEntropy2d(thresh=0.0, min_kept=10**6)(logits, target)
+    rows = [(i, j) for i in range(16) for j in range(16) if target[0, i, j] != 255]
+    by_hand = sum(-torch.log_softmax(logits[0, :, i, j], 0)[target[0, i, j]] for i, j in rows) / len(rows)
+    torch.testing.assert_close(loss, by_hand)
+
+
+class HalfResolution(nn.Module):
+    """(N, 3, H, W) -> [(N, 5, ceil(H / 2), ceil(W / 2)) logits], like a segmentation net's list output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return [self.conv(x)]
+
+
+@pytest.mark.parametrize("tile", [None, (12, 12)])
+def test_seed_predict_gives_the_classes_of_utils_inference(tile):
+    torch.manual_seed(3)
+    model = HalfResolution().eval()
+    images = torch.randn(2, 3, 20, 31)
+    seed = seed_predict(model, images.numpy(), tile or (20, 31), num_classes=5)
+    with torch.no_grad():
+        ours = predict(model, images, tile).argmax(1)
+    np.testing.assert_array_equal(seed, ours.numpy())
+
+
+def test_bench_train_runs_every_cpu_row_and_writes_json(tmp_path):
+    out = tmp_path / "train.json"
+    args = bench_train.get_args_parser().parse_args(
+        ["--size", "33,33", "--repeat", "1", "--warmup", "0", "--json", str(out)])
+    bench_train.main(bench_train.fill_defaults(args))
+    record = json.loads(out.read_text())
+    assert {"device", "torch", "date", "settings", "rows"} <= record.keys()
+    rows = {r["configuration"]: r for r in record["rows"]}
+    assert list(rows) == ["seed-style baseline, fp32", "ours, fp32", "+ TF32", "+ AMP bf16", "+ channels_last"]
+    assert rows["+ TF32"] == {"configuration": "+ TF32", "skipped": "CUDA only"}
+    assert rows["seed-style baseline, fp32"]["speedup"] == 1.0
+    for name, r in rows.items():
+        if name != "+ TF32":
+            assert r["images_per_s"] == pytest.approx(1e3 / r["step_ms"])
+            assert r["peak_mb"] > 0
+
+
+def test_bench_eval_times_both_modes_and_writes_json(tmp_path):
+    out = tmp_path / "eval.json"
+    args = bench_eval.get_args_parser().parse_args(
+        ["--image-size", "33,33", "--tile", "33,33", "--repeat", "1", "--warmup", "0", "--json", str(out)])
+    bench_eval.main(bench_eval.fill_defaults(args))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["configuration"]) for r in rows] == [
+        (mode, name) for mode in ("whole", "sliding")
+        for name in ("seed-style baseline, fp32", "ours, fp32", "ours, bf16 autocast", "+ channels_last")]
+    assert all(r["images_per_s"] == pytest.approx(1e3 / r["ms"]) for r in rows)
+    assert rows[0]["speedup"] == rows[4]["speedup"] == 1.0
+
+
+def test_agreement_counts_the_pixels_of_the_synthetic_val_set(tmp_path):
+    checkpoint = tmp_path / "ccnet.pth"
+    torch.save(bench_eval.build(bench_eval.get_args_parser().parse_args([]), torch.device("cpu")).state_dict(),
+               checkpoint)
+    out = tmp_path / "agreement.json"
+    args = bench_eval.get_args_parser().parse_args(
+        ["--agreement", "--restore-from", str(checkpoint), "--synthetic-size", "32,64", "--num-val", "1",
+         "--json", str(out)])
+    result = bench_eval.main(bench_eval.fill_defaults(args))
+    assert (result["images"], result["pixels"]) == (1, 32 * 64)
+    assert result["agreement"] == result["agreeing_pixels"] / result["pixels"]
+    assert 0 <= result["worst_image_agreement"] <= result["agreement"] <= 1
+    assert json.loads(out.read_text())["rows"] == [result]
+
+
+def test_agreement_without_a_checkpoint_is_one_line_error():
+    run = subprocess.run([sys.executable, "bench/bench_eval.py", "--agreement"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "error: --agreement needs --restore-from: a trained CCNet checkpoint (demo.sh writes one)"]
+
