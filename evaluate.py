@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 import networks
 from dataset.cityscapes_labels import CLASS_NAMES, TRAINID_TO_ID, colorize
-from dataset.datasets import CSDataTestSet, CSDataValSet
+from dataset.datasets import IMG_MEAN, CSDataTestSet, CSDataValSet
 from utils.checkpoint import load_model
 from utils.cli import float_list, size_pair, str2bool
 from utils.distributed import setup, teardown
@@ -34,7 +34,6 @@ from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict
 from utils.metrics import ConfusionMatrix
 
-IMG_MEAN = (104.00698793, 116.66876762, 122.67891434)  # BGR, as the network was trained
 SEED_README_SPELLINGS_OF_TRUE = {"ture"}
 
 

@@ -33,7 +33,7 @@ from bench.bench_train import (autocast_for, benchmark_device, device_name,  # n
 from bench.seed_baseline import seed_predict, to_seed_style  # noqa: E402
 from dataset.datasets import CSDataValSet  # noqa: E402
 from dataset.synthetic import make_synthetic_cityscapes  # noqa: E402
-from evaluate import IMG_MEAN  # noqa: E402
+from dataset.datasets import IMG_MEAN  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.cli import size_pair  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402

@@ -20,7 +20,10 @@ from torch.utils import data
 from dataset.cityscapes_labels import ID_TO_TRAINID, IGNORE_LABEL
 from utils.errors import UserError
 
-__all__ = ["read_list", "read_image", "to_train_ids", "normalize", "CSDataSet", "CSDataValSet",
+# The Caffe ImageNet mean in BGR order, which CCNet's training and evaluation subtract.
+IMG_MEAN = (104.00698793, 116.66876762, 122.67891434)
+
+__all__ = ["IMG_MEAN", "read_list", "read_image", "to_train_ids", "normalize", "CSDataSet", "CSDataValSet",
            "CSDataTestSet"]
 
 SCALES = tuple(0.7 + step / 10.0 for step in range(14))

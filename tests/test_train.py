@@ -1,0 +1,231 @@
+"""train.py on the CPU: snapshots and logs, a falling loss, torchrun DDP, kill-and-resume, bad input."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import train
+from dataset.synthetic import make_synthetic_cityscapes
+from utils.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+ROAD_ID, EGO_VEHICLE_ID = 7, 1
+
+# Runs train.main() (alone or as one torchrun rank) in float64 with the heads' Dropout2d at p=0,
+# then saves the returned weights as <prefix><rank>.pth. Dropout masks are drawn per process, so
+# with dropout 2 processes cannot match 1 draw for draw; and the float32 gradients of a ResNet-101
+# at random init are only good to a few percent (against float64), so splitting the batch moves
+# them by that much, while in float64 both runs agree to rounding.
+RUNNER = """
+import os, sys
+import torch
+import networks
+import train
+
+torch.set_default_dtype(torch.float64)
+
+build_model = networks.build_model
+
+def build_without_dropout(*args, **kwargs):
+    model = build_model(*args, **kwargs)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout2d):
+            module.p = 0.0
+    return model
+
+networks.build_model = build_without_dropout
+net = train.main(train.get_args_parser().parse_args(sys.argv[2:]))
+torch.save(net.state_dict(), sys.argv[1] + os.environ.get("RANK", "0") + ".pth")
+"""
+
+
+def write_data(root, num_train, height, width):
+    """Synthetic training scenes whose labels hold no ignore pixels (ego-vehicle strip -> road)."""
+    lists = make_synthetic_cityscapes(str(root), num_train=num_train, num_val=0, num_test=0,
+                                      height=height, width=width)
+    for label_file in (root / "gtFine").rglob("*.png"):
+        label = cv2.imread(str(label_file), cv2.IMREAD_GRAYSCALE)
+        label[label == EGO_VEHICLE_ID] = ROAD_ID
+        cv2.imwrite(str(label_file), label)
+    return root, lists["train"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Six 64x128 scenes."""
+    return write_data(tmp_path_factory.mktemp("cityscapes"), num_train=6, height=64, width=128)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """Four 32x64 scenes, trained on whole so that no random crop position plays a part."""
+    return write_data(tmp_path_factory.mktemp("small"), num_train=4, height=32, width=64)
+
+
+def train_flags(data, snapshot_dir, *extra):
+    root, train_list = data
+    return ["--data-dir", str(root), "--data-list", train_list, "--snapshot-dir", str(snapshot_dir),
+            "--restore-from", "none", "--model", "ccnet", "--recurrence", "2", "--input-size", "33,33",
+            "--batch-size", "2", "--num-workers", "0", "--print-frequency", "1", *extra]
+
+
+def run(args, **kwargs):
+    """Run a command from the repository root; stdout and stderr captured as text."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, **kwargs)
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def remove_weights(folder):
+    """Snapshots are hundreds of MB each and pytest keeps the folders of recent runs."""
+    for path in folder.rglob("*.pth"):
+        path.unlink()
+
+
+@pytest.fixture(autouse=True)
+def weights_removed_after_test(tmp_path):
+    yield
+    remove_weights(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def short_run(data, tmp_path_factory):
+    """8 iterations with OHEM on three fixed batches (no augmentation); a snapshot at the end."""
+    out = tmp_path_factory.mktemp("short")
+    result = run([sys.executable, "train.py", *train_flags(
+        data, out, "--num-steps", "8", "--save-pred-every", "8", "--ohem", "1", "--ohem-keep", "100",
+        "--learning-rate", "0.01")])
+    assert result.returncode == 0, result.stderr
+    yield out, result.stdout
+    remove_weights(out)
+
+
+def test_short_run_writes_snapshot_with_official_keys_and_state(short_run):
+    out, _ = short_run
+    weights = load(out / "CS_scenes_8.pth")
+    for key in ("conv1.weight", "bn3.running_var", "layer4.2.conv3.weight", "head.conva.0.weight",
+                "head.cca.query_conv.weight", "head.bottleneck.4.weight", "dsn.4.bias"):
+        assert key in weights
+    assert not any(key.startswith("module.") for key in weights)
+    state = load(out / "last.pth")
+    assert state["iteration"] == 8
+    assert set(state["model"]) == set(weights)
+    assert all(torch.equal(state["model"][k], weights[k]) for k in weights)
+    assert state["args"]["num_steps"] == 8
+    assert not list(out.glob("*.tmp-*"))
+
+
+def test_short_run_writes_tensorboard_scalars_and_images(short_run):
+    out, _ = short_run
+    events = b"".join(path.read_bytes() for path in out.glob("events.out.tfevents.*"))
+    for tag in (b"loss", b"learning_rate", b"images/0", b"labels/1", b"preds/0"):
+        assert tag in events
+
+
+def test_loss_falls_over_a_short_run(short_run):
+    _, stdout = short_run
+    losses = [float(x) for x in re.findall(r"^iter \d+/8 +loss ([0-9.]+)", stdout, flags=re.M)]
+    assert len(losses) == 8
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_torchrun_two_gloo_processes_match_single_process(small_data, tmp_path):
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER)
+    flags = train_flags(small_data, tmp_path / "snapshots", "--num-steps", "2", "--save-pred-every", "2",
+                        "--ohem", "0", "--learning-rate", "0.01", "--input-size", "32,64")
+    ddp = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+               str(runner), str(tmp_path / "ddp"), *flags])
+    assert ddp.returncode == 0, ddp.stderr
+    single = run([sys.executable, str(runner), str(tmp_path / "single"), *flags])
+    assert single.returncode == 0, single.stderr
+    rank0, rank1 = load(tmp_path / "ddp0.pth"), load(tmp_path / "ddp1.pth")
+    reference = load(tmp_path / "single0.pth")
+    for key, value in reference.items():
+        assert torch.equal(rank0[key], rank1[key]), key
+        if value.is_floating_point():
+            torch.testing.assert_close(rank0[key], value, rtol=0, atol=1e-5, msg=key)
+        else:
+            assert torch.equal(rank0[key], value), key
+
+
+def test_killed_run_resumed_matches_uninterrupted_run(data, tmp_path):
+    """6 images, batch 2: the state saved after iteration 2 lies inside epoch 0 (3 batches)."""
+    def flags(out):
+        return train_flags(data, out, "--num-steps", "3", "--save-pred-every", "2", "--ohem", "1",
+                           "--ohem-keep", "100", "--random-mirror", "--random-scale")
+
+    full = run([sys.executable, "train.py", *flags(tmp_path / "full")])
+    assert full.returncode == 0, full.stderr
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "train.py", *flags(killed_dir)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (killed_dir / "last.pth").exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "CS_scenes_3.pth").exists(), "the run ended before it could be killed"
+
+    resumed = run([sys.executable, "train.py", *flags(killed_dir), "--resume", str(killed_dir / "last.pth")])
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = load(tmp_path / "full" / "CS_scenes_3.pth"), load(killed_dir / "CS_scenes_3.pth")
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+
+
+def test_non_finite_loss_stops_training_and_keeps_last_snapshot(data, tmp_path):
+    result = run([sys.executable, "train.py", *train_flags(
+        data, tmp_path, "--num-steps", "6", "--save-pred-every", "1", "--learning-rate", "1e30")])
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "loss is" in message and "training stopped" in message
+    last = int(re.search(r"at iteration (\d+)", message).group(1))
+    assert load(tmp_path / "last.pth")["iteration"] == last - 1
+    assert (tmp_path / f"CS_scenes_{last - 1}.pth").exists()
+
+
+BAD_INPUTS = {
+    "missing_data_dir": (["--data-dir", "/no/such/dir"], "/no/such/dir"),
+    "missing_list": (["--data-list", "/no/such/list.lst"], "/no/such/list.lst"),
+    "list_with_missing_files": (["--data-list", "{broken_list}"], "file not found"),
+    "gpu_without_cuda": (["--gpu", "0"], "CUDA is not available"),
+    "unknown_model": (["--model", "nosuchnet"], "nosuchnet"),
+    "missing_restore_from": (["--restore-from", "/no/such/weights.pth"], "/no/such/weights.pth"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_raises_user_error_naming_the_problem(case, data, tmp_path):
+    flags, expected = BAD_INPUTS[case]
+    broken_list = tmp_path / "broken.lst"
+    broken_list.write_text("leftImg8bit/none.png\tgtFine/none.png\n")
+    flags = [flag.format(broken_list=broken_list) for flag in flags]
+    args = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--num-steps", "1") + flags)
+    with pytest.raises(UserError, match=re.escape(expected)):
+        train.main(args)
+    assert not list(tmp_path.glob("CS_scenes_*.pth"))
+
+
+def test_malformed_input_size_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.get_args_parser().parse_args(["--input-size", "769x769"])
+    assert exit_info.value.code != 0
+    assert "--input-size" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_user_error_exits_1_with_one_line_and_no_traceback(data, tmp_path):
+    result = run([sys.executable, "train.py", *train_flags(data, tmp_path, "--data-dir", "/no/such/dir")])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["error: --data-dir /no/such/dir: no such directory"]

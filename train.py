@@ -1,0 +1,257 @@
+"""Train CCNet (Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation", ICCV 2019)
+on Cityscapes with the seed's command line.
+
+Runs on one GPU or the CPU, on several GPUs of one process (``--gpu 0,1,2,3``: DataParallel with
+synchronized BN), or under torchrun (DistributedDataParallel, one process per GPU or CPU worker).
+Every ``--save-pred-every`` iterations and at the end it writes ``CS_scenes_<iter>.pth`` (the model's
+weights) and ``last.pth`` (the full training state, for ``--resume``).
+"""
+import argparse
+import math
+import os
+import random
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+import networks
+from dataset.datasets import IMG_MEAN, CSDataSet
+from sync_batchnorm import DataParallelWithCallback
+from utils import distributed
+from utils.cli import size_pair, str2bool
+from utils.criterion import CriterionDSN, CriterionOhemDSN
+from utils.errors import UserError, exit_on_user_error
+from utils.logger import TrainLogger
+from utils.train_state import load_state, restore_state, rng_state, save_atomic, save_state
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Train CCNet on Cityscapes.")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="images per iteration, in total over all GPUs and processes")
+    parser.add_argument("--data-dir", default="cityscapes", help="Cityscapes root directory")
+    parser.add_argument("--data-list", default="./dataset/list/cityscapes/train.lst",
+                        help="list of training image/label pairs, relative to --data-dir")
+    parser.add_argument("--ignore-label", type=int, default=255, help="label value left out of the loss")
+    parser.add_argument("--input-size", type=size_pair, default=(769, 769), help="crop size HEIGHT,WIDTH")
+    parser.add_argument("--is-training", action="store_true",
+                        help="accepted for compatibility with the seed; BN statistics are always updated")
+    parser.add_argument("--learning-rate", type=float, default=1e-2, help="base learning rate of the poly schedule")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--not-restore-last", action="store_true",
+                        help="re-initialise the classifier layers after --restore-from (for another class set)")
+    parser.add_argument("--num-classes", type=int, default=19, help="number of classes")
+    parser.add_argument("--start-iters", type=int, default=0, help="iteration to start the schedule from")
+    parser.add_argument("--num-steps", type=int, default=40000, help="number of training iterations")
+    parser.add_argument("--print-frequency", type=int, default=50,
+                        help="iterations between log lines when stdout is not a terminal")
+    parser.add_argument("--power", type=float, default=0.9, help="exponent of the poly learning-rate decay")
+    parser.add_argument("--random-mirror", action="store_true", help="randomly mirror the training crops")
+    parser.add_argument("--random-scale", action="store_true", help="randomly rescale the training images")
+    parser.add_argument("--random-seed", type=int, default=12345, help="seed of every random stream")
+    parser.add_argument("--restore-from", default="./dataset/MS_DeepLab_resnet_pretrained_init.pth",
+                        help="ImageNet or CCNet weights to start from ('none' or '' trains from scratch)")
+    parser.add_argument("--save-num-images", type=int, default=2, help="images shown in tensorboard")
+    parser.add_argument("--save-pred-every", type=int, default=30000,
+                        help="iterations between snapshots and tensorboard images")
+    parser.add_argument("--snapshot-dir", default="./snapshots/", help="where snapshots are written")
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    parser.add_argument("--gpu", default=None, help="GPU ids, e.g. 0,1,2,3 (default: cuda:0 if present, else CPU)")
+    parser.add_argument("--model", default="ccnet", help="network name, e.g. ccnet")
+    parser.add_argument("--num-workers", type=int, default=8, help="data-loading worker processes")
+    parser.add_argument("--recurrence", type=int, default=0, help="criss-cross attention passes")
+    parser.add_argument("--ohem", type=str2bool, default=False, help="online hard example mining loss (1/0)")
+    parser.add_argument("--ohem-thres", type=float, default=0.6,
+                        help="OHEM keeps pixels whose true-class probability is below this")
+    parser.add_argument("--ohem-keep", type=int, default=200000, help="OHEM keeps at least this many pixels")
+    parser.add_argument("--resume", default=None, help="continue from a training state (<snapshot-dir>/last.pth)")
+    parser.add_argument("--amp", type=str2bool, default=False,
+                        help="mixed precision on CUDA: bf16 where supported, else fp16 with a GradScaler")
+    parser.add_argument("--channels-last", type=str2bool, default=False, help="NHWC memory format (GPU speed)")
+    parser.add_argument("--log-dir", default=None, help="tensorboardX directory (default: --snapshot-dir)")
+    return parser
+
+
+def poly_lr(base_lr, iteration, num_steps, power):
+    """Learning rate of the 0-based `iteration`: base_lr * (1 - iteration / num_steps) ** power."""
+    return base_lr * (1 - iteration / num_steps) ** power
+
+
+def seed_everything(seed):
+    """Seed python's random (the data augmentation), numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_order(sampler, batches_per_epoch, batch_size, start, stop):
+    """Dataset indices of this rank for iterations start..stop-1, `batch_size` per iteration.
+
+    Epoch e is the sampler's permutation for (seed, e) with its incomplete last batch dropped,
+    so the data order depends only on the iteration and a resumed run reads what an
+    uninterrupted one would.
+    """
+    iteration = start
+    while iteration < stop:
+        epoch, offset = divmod(iteration, batches_per_epoch)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        count = min(batches_per_epoch - offset, stop - iteration)
+        yield from order[offset * batch_size:(offset + count) * batch_size]
+        iteration += count
+
+
+def reset_classifiers(model, num_classes):
+    """Re-initialise the convolutions that output `num_classes` channels (the classifier layers)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.out_channels == num_classes:
+            module.reset_parameters()
+
+
+def to_rgb(images):
+    """(N, 3, H, W) float BGR minus IMG_MEAN -> (N, H, W, 3) uint8 RGB."""
+    bgr = images.float().cpu().numpy().transpose(0, 2, 3, 1) + np.float32(IMG_MEAN)  # (N, H, W, 3)
+    return np.clip(bgr[..., ::-1], 0, 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def predict(net, images, size):
+    """Train ids (N, H, W) of `net` in eval mode, its main logits upsampled to `size` = (H, W)."""
+    net.eval()
+    logits = net(images)[0]  # (N, num_classes, H/8, W/8)
+    net.train()
+    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=True)
+    return logits.argmax(1)  # (N, H, W)
+
+
+def check_inputs(args, runtime):
+    """Fail early, with one line, on flags that cannot work."""
+    if not os.path.isdir(args.data_dir):
+        raise UserError(f"--data-dir {args.data_dir}: no such directory")
+    for name in ("batch_size", "num_steps", "save_pred_every", "num_classes"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.batch_size % runtime.world_size:
+        raise UserError(f"--batch-size {args.batch_size} cannot be split over {runtime.world_size} processes")
+    if not 0 <= args.start_iters < args.num_steps:
+        raise UserError(f"--start-iters {args.start_iters} must lie in [0, --num-steps {args.num_steps})")
+
+
+def main(args):
+    """Train as described by `args`; returns the trained network (unwrapped)."""
+    runtime = distributed.setup(args.gpu)
+    try:
+        return train(args, runtime)
+    finally:
+        distributed.teardown()
+
+
+def train(args, runtime):
+    """Data, model and optimizer, then the loop from the start (or resumed) iteration to --num-steps."""
+    check_inputs(args, runtime)
+    device = runtime.device
+    seed_everything(args.random_seed + runtime.rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    batch_per_rank = args.batch_size // runtime.world_size
+    dataset = CSDataSet(args.data_dir, args.data_list, crop_size=args.input_size, mean=IMG_MEAN,
+                        scale=args.random_scale, mirror=args.random_mirror, ignore_label=args.ignore_label)
+    sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank,
+                                 shuffle=True, seed=args.random_seed)
+    batches_per_epoch = len(sampler) // batch_per_rank
+    if batches_per_epoch == 0:
+        raise UserError(f"{args.data_list} lists {len(dataset)} images, fewer than one batch of {args.batch_size}")
+
+    if args.ohem:
+        criterion = CriterionOhemDSN(ignore_index=args.ignore_label, thresh=args.ohem_thres,
+                                     min_kept=args.ohem_keep)
+    else:
+        criterion = CriterionDSN(ignore_index=args.ignore_label)
+    restore_from = None if args.restore_from.strip().lower() in ("", "none") else args.restore_from
+    net = networks.build_model(args.model, args.num_classes, criterion=criterion,
+                               pretrained_model=restore_from, recurrence=args.recurrence)
+    if restore_from and args.not_restore_last:
+        reset_classifiers(net, args.num_classes)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    net.to(device=device, memory_format=memory_format)
+    dtype = next(net.parameters()).dtype  # the images follow the weights (float64 under a float64 default)
+    net.train()
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    use_amp = args.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext()
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+
+    start = args.start_iters
+    if args.resume:
+        start = restore_state(load_state(args.resume), net, optimizer, scaler, runtime.rank)
+        if start >= args.num_steps:
+            raise UserError(f"--resume {args.resume} already ran {start} of --num-steps {args.num_steps} iterations")
+
+    if runtime.distributed:
+        model = DistributedDataParallel(net, device_ids=runtime.gpu_ids or None)
+    elif len(runtime.gpu_ids) > 1:
+        model = DataParallelWithCallback(net, device_ids=runtime.gpu_ids)
+    else:
+        model = net
+
+    order = epoch_order(sampler, batches_per_epoch, batch_per_rank, start, args.num_steps)
+    # A private generator for the workers' base seed keeps the global torch stream untouched.
+    loader_seed = int(np.random.SeedSequence([args.random_seed, runtime.rank, start]).generate_state(1)[0])
+    loader = DataLoader(dataset, batch_size=batch_per_rank, sampler=order, num_workers=args.num_workers,
+                        pin_memory=device.type == "cuda", drop_last=True,
+                        generator=torch.Generator().manual_seed(loader_seed))
+
+    if runtime.is_main:
+        os.makedirs(args.snapshot_dir, exist_ok=True)
+    logger = TrainLogger(args.log_dir or args.snapshot_dir, start, args.num_steps, args.print_frequency,
+                         enabled=runtime.is_main)
+    if args.amp and not use_amp:
+        logger.message("--amp has no effect on the CPU; training in float32")
+    try:
+        for iteration, (images, labels, _, _) in enumerate(loader, start=start):
+            images = images.to(device, dtype, non_blocking=True, memory_format=memory_format)  # (B, 3, H, W)
+            labels = labels.to(device, non_blocking=True).long()  # (B, H, W)
+            lr = poly_lr(args.learning_rate, iteration, args.num_steps, args.power)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            with autocast:
+                loss = model(images, labels).mean()  # per-GPU losses under DataParallel
+            loss_sum = distributed.all_reduce_sum(loss.detach().float().clone())
+            loss_value = loss_sum.item() / runtime.world_size
+            if not math.isfinite(loss_value):
+                raise UserError(f"the loss is {loss_value} at iteration {iteration + 1}: training stopped, "
+                                f"the last good snapshot in {args.snapshot_dir} is kept")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+            done = iteration + 1
+            logger.step(done, loss_value, lr)
+            if done % args.save_pred_every == 0 or done == args.num_steps:
+                rng_states = distributed.all_gather_objects(rng_state())
+                if runtime.is_main:
+                    shown = images[:args.save_num_images]
+                    logger.images(done, to_rgb(shown), labels[:args.save_num_images].cpu().numpy(),
+                                  predict(net, shown, labels.shape[-2:]).cpu().numpy())
+                    snapshot = os.path.join(args.snapshot_dir, f"CS_scenes_{done}.pth")
+                    save_atomic(net.state_dict(), snapshot)
+                    save_state(os.path.join(args.snapshot_dir, "last.pth"), net, optimizer, scaler, done,
+                               rng_states, args)
+                    logger.message(f"iteration {done}: saved {snapshot} and the training state last.pth")
+    finally:
+        logger.close()
+    return net
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)(get_args_parser().parse_args())
