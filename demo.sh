@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 OUT=${OUT:-runs/demo}
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-100}
 DATA="$OUT/data"
 SNAPSHOTS="$OUT/snapshots"
 start=$SECONDS
@@ -15,7 +15,7 @@ python -m dataset.synthetic --out "$DATA" --num-train 30 --num-val 10 --num-test
 
 python train.py --data-dir "$DATA" --data-list "$DATA/list/train.lst" --restore-from none \
     --model ccnet --recurrence 2 --ohem 1 --ohem-thres 0.7 --ohem-keep 10000 \
-    --input-size 41,81 --batch-size 4 --learning-rate 0.02 --weight-decay 0.0001 \
+    --input-size 97,193 --batch-size 4 --learning-rate 0.01 --weight-decay 0.0001 \
     --num-steps "$STEPS" --save-pred-every "$STEPS" --print-frequency 10 \
     --random-mirror --random-scale --num-workers 1 --snapshot-dir "$SNAPSHOTS"
 

@@ -70,6 +70,19 @@ class ResNet(nn.Module):
         self.layer3 = make_layer(512, 256, layers[2], norm_layer, dilations=(2,))
         self.layer4 = make_layer(1024, 512, layers[3], norm_layer, dilations=tuple(4 * g for g in multi_grid))
 
+        self._init_weights()
+
+    def _init_weights(self):
+        """He-normal convolutions and, as in Goyal et al. (2017), a zero scale on the last norm of
+        every residual branch, so that a network trained from scratch starts as a shallow one.
+        Pretrained weights loaded afterwards replace all of it."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        for module in self.modules():
+            if isinstance(module, Bottleneck):
+                nn.init.zeros_(module.bn3.weight)
+
     def forward(self, x):
         x = self.relu1(self.bn1(self.conv1(x)))  # (B, 64, H/2, W/2)
         x = self.relu2(self.bn2(self.conv2(x)))
