@@ -27,6 +27,19 @@ def _cols(x):
     return x.permute(0, 3, 1, 2).contiguous()
 
 
+def _row_bmm(x, y):
+    """x (B, H, M, K) @ y (B, H, K, N) -> (B, H, M, N) contiguous, one bmm per image.
+
+    The row views x of a (B, C, H, W) tensor (x.transpose(1, 2) or its .mT) are dense per image
+    row but not mergeable over (B, H), so one batched matmul would copy them; a bmm per image
+    reads them in place. y must be contiguous: bmm with a transposed, strided right operand is slow.
+    """
+    out = x.new_empty(*x.shape[:3], y.shape[3])
+    for b in range(x.shape[0]):
+        torch.bmm(x[b], y[b], out=out[b])
+    return out
+
+
 def _join(row_part, col_part, like):
     """row_part (B, H, C, W) + col_part (B, W, C, H) -> (B, C, H, W) in like's memory format."""
     return torch.add(row_part.transpose(1, 2), col_part.permute(0, 2, 3, 1), out=torch.empty_like(like))
@@ -57,15 +70,15 @@ def _attention(q_rows, k_rows, q_cols, k_cols):
 class _CrissCrossFunction(torch.autograd.Function):
     """q, k (B, Cq, H, W), v (B, C, H, W) -> (B, C, H, W), with a hand-written backward.
 
-    Kept for backward: q, k, v, the attention and v's column layout (the H/W-transposed copy, the
-    expensive one); the row layout is a cheap copy and is rebuilt. Each v-sized temporary is freed
-    as soon as it is consumed, which keeps the peak below that of the autograd formulations.
+    Kept for backward: q, k, v, the attention and v's column layout (the H/W-transposed copy);
+    row products read v and grad_out in place. Each v-sized temporary is freed as soon as it is
+    consumed, which keeps the peak below that of the autograd formulations.
     """
 
     @staticmethod
     def forward(ctx, query, key, value):
         a_row, a_col = _attention(_rows(query), _rows(key), _cols(query), _cols(key))
-        row_part = _rows(value) @ a_row.mT  # (B, H, C, W)
+        row_part = _row_bmm(value.transpose(1, 2), a_row.mT.contiguous())  # (B, H, C, W)
         v_cols = _cols(value)  # (B, W, C, H)
         out = _join(row_part, v_cols @ a_col.mT, value)
         ctx.save_for_backward(query, key, value, v_cols, a_row, a_col)
@@ -81,12 +94,10 @@ class _CrissCrossFunction(torch.autograd.Function):
         da_col = g_cols.mT @ v_cols if need_qk else None  # (B, W, H, H)
         gv_col = g_cols @ a_col if ctx.needs_input_grad[2] else None  # (B, W, C, H)
         del g_cols, v_cols
-        g_rows = _rows(grad_out)  # (B, H, C, W)
-        da_row = g_rows.mT @ _rows(value) if need_qk else None  # (B, H, W, W)
+        g_rows = grad_out.transpose(1, 2)  # (B, H, C, W), a view
+        da_row = _row_bmm(g_rows.mT, value.transpose(1, 2)) if need_qk else None  # (B, H, W, W)
         if ctx.needs_input_grad[2]:
-            gv_row = g_rows @ a_row  # (B, H, C, W)
-            del g_rows
-            grad_v = _join(gv_row, gv_col, value)
+            grad_v = _join(_row_bmm(g_rows, a_row), gv_col, value)
         del gv_col
         if need_qk:
             stat = _stat_dtype(a_row.dtype)
