@@ -9,7 +9,6 @@
 3. A short speed comparison (forward + backward).
 Exits with status 1 when our op misses its tolerances.
 """
-import argparse
 import statistics
 import sys
 import time
@@ -18,6 +17,7 @@ import torch
 
 from CC import criss_cross_attention
 from cuda_reference import criss_cross_cuda, cuda_reference_status
+from utils.cli import ArgumentParser
 from utils.errors import UserError, exit_on_user_error
 
 REL_TOL = 1e-6
@@ -119,7 +119,7 @@ def main(args):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Precision check of the criss-cross attention op.")
+    parser = ArgumentParser(description="Precision check of the criss-cross attention op.")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
     return parser
 

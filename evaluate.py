@@ -28,11 +28,12 @@ import networks
 from dataset.cityscapes_labels import CLASS_NAMES, TRAINID_TO_ID, colorize
 from dataset.datasets import IMG_MEAN, CSDataTestSet, CSDataValSet
 from utils.checkpoint import load_model
-from utils.cli import float_list, size_pair, str2bool
+from utils.cli import ArgumentParser, float_list, size_pair, str2bool
 from utils.distributed import setup, teardown
 from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict
 from utils.metrics import ConfusionMatrix
+from utils.speed_modes import autocast, memory_format
 
 SEED_README_SPELLINGS_OF_TRUE = {"ture"}
 
@@ -45,7 +46,7 @@ def whole_flag(text):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Evaluate CCNet on Cityscapes", allow_abbrev=False)
+    parser = ArgumentParser(description="Evaluate CCNet on Cityscapes", allow_abbrev=False)
     parser.add_argument("--data-dir", type=str, default="cityscapes",
                         help="Cityscapes root holding leftImg8bit/ and gtFine/")
     parser.add_argument("--data-list", type=str, default=None,
@@ -73,6 +74,10 @@ def get_args_parser():
                         help="also predict the mirrored images and average")
     parser.add_argument("--save-pred", action=argparse.BooleanOptionalAction, default=True,
                         help="write the predicted PNGs")
+    parser.add_argument("--amp", type=str2bool, nargs="?", const=True, default=False,
+                        help="bf16 autocast where supported, else fp16 (faster; see the README for its agreement)")
+    parser.add_argument("--channels-last", type=str2bool, nargs="?", const=True, default=False,
+                        help="NHWC memory format for the network and images")
     parser.add_argument("--test", action="store_true",
                         help="the list is the unlabelled test split: predict and save, no metric")
     return parser
@@ -115,14 +120,16 @@ def evaluate(model, loader, args, device, out_dir, show_progress):
     """Predict every image of the loader; returns the confusion matrix (None with --test)."""
     tile_size = None if args.whole else args.input_size
     confmat = None if args.test else ConfusionMatrix(args.num_classes, args.ignore_label, device)
-    bar = tqdm(total=len(loader.dataset), unit="img", file=sys.stdout, disable=not show_progress)
+    bar = tqdm(total=len(loader.dataset), unit="img", file=sys.stdout,
+               disable=not (show_progress and sys.stdout.isatty()))
     for batch in loader:
         if args.test:
             images, sizes, names = batch
         else:
             images, labels, sizes, names = batch
-        images = images.to(device, non_blocking=True)  # (N, 3, H, W)
-        predictions = predict(model, images, tile_size, args.scales, args.flip).argmax(1)  # (N, H, W)
+        images = images.to(device, non_blocking=True, memory_format=memory_format(args.channels_last))  # (N, 3, H, W)
+        with autocast(device, args.amp):
+            predictions = predict(model, images, tile_size, args.scales, args.flip).argmax(1)  # (N, H, W)
         crops = [p[:int(h), :int(w)] for p, (h, w) in zip(predictions, sizes[:, :2].tolist())]
         if confmat is not None:
             for crop, label in zip(crops, labels):
@@ -155,7 +162,7 @@ def main(args):
                                      norm_layer=torch.nn.BatchNorm2d)
         loader = build_loader(args, runtime)
         load_model(model, args.restore_from, strict=True)
-        model.to(runtime.device).eval()
+        model.to(runtime.device, memory_format=memory_format(args.channels_last)).eval()
         if len(runtime.gpu_ids) > 1:
             model = torch.nn.DataParallel(model, device_ids=runtime.gpu_ids)
 

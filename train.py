@@ -6,11 +6,9 @@ synchronized BN), or under torchrun (DistributedDataParallel, one process per GP
 Every ``--save-pred-every`` iterations and at the end it writes ``CS_scenes_<iter>.pth`` (the model's
 weights) and ``last.pth`` (the full training state, for ``--resume``).
 """
-import argparse
 import math
 import os
 import random
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -23,14 +21,15 @@ import networks
 from dataset.datasets import IMG_MEAN, CSDataSet
 from sync_batchnorm import DataParallelWithCallback
 from utils import distributed
-from utils.cli import size_pair, str2bool
+from utils.cli import ArgumentParser, size_pair, str2bool
 from utils.criterion import CriterionDSN, CriterionOhemDSN
 from utils.errors import UserError, exit_on_user_error
 from utils.logger import TrainLogger
+from utils.speed_modes import amp_dtype, autocast, memory_format
 from utils.train_state import load_state, restore_state, rng_state, save_atomic, save_state
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Train CCNet on Cityscapes.")
+    parser = ArgumentParser(description="Train CCNet on Cityscapes.")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="images per iteration, in total over all GPUs and processes")
     parser.add_argument("--data-dir", default="cityscapes", help="Cityscapes root directory")
@@ -70,8 +69,8 @@ def get_args_parser():
     parser.add_argument("--ohem-keep", type=int, default=200000, help="OHEM keeps at least this many pixels")
     parser.add_argument("--resume", default=None, help="continue from a training state (<snapshot-dir>/last.pth)")
     parser.add_argument("--amp", type=str2bool, default=False,
-                        help="mixed precision on CUDA: bf16 where supported, else fp16 with a GradScaler")
-    parser.add_argument("--channels-last", type=str2bool, default=False, help="NHWC memory format (GPU speed)")
+                        help="mixed precision: bf16 autocast where supported (CPUs, recent GPUs), else fp16 with a GradScaler")
+    parser.add_argument("--channels-last", type=str2bool, default=False, help="NHWC memory format for the network and images")
     parser.add_argument("--log-dir", default=None, help="tensorboardX directory (default: --snapshot-dir)")
     return parser
 
@@ -177,17 +176,15 @@ def train(args, runtime):
                                pretrained_model=restore_from, recurrence=args.recurrence)
     if restore_from and args.not_restore_last:
         reset_classifiers(net, args.num_classes)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    net.to(device=device, memory_format=memory_format)
+    layout = memory_format(args.channels_last)
+    net.to(device=device, memory_format=layout)
     dtype = next(net.parameters()).dtype  # the images follow the weights (float64 under a float64 default)
     net.train()
 
     optimizer = torch.optim.SGD(net.parameters(), lr=args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    use_amp = args.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext()
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    mixed_precision = autocast(device, args.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype(device) == torch.float16)
 
     start = args.start_iters
     if args.resume:
@@ -213,17 +210,15 @@ def train(args, runtime):
         os.makedirs(args.snapshot_dir, exist_ok=True)
     logger = TrainLogger(args.log_dir or args.snapshot_dir, start, args.num_steps, args.print_frequency,
                          enabled=runtime.is_main)
-    if args.amp and not use_amp:
-        logger.message("--amp has no effect on the CPU; training in float32")
     try:
         for iteration, (images, labels, _, _) in enumerate(loader, start=start):
-            images = images.to(device, dtype, non_blocking=True, memory_format=memory_format)  # (B, 3, H, W)
+            images = images.to(device, dtype, non_blocking=True, memory_format=layout)  # (B, 3, H, W)
             labels = labels.to(device, non_blocking=True).long()  # (B, H, W)
             lr = poly_lr(args.learning_rate, iteration, args.num_steps, args.power)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            with autocast:
+            with mixed_precision:
                 loss = model(images, labels).mean()  # per-GPU losses under DataParallel
             loss_sum = distributed.all_reduce_sum(loss.detach().float().clone())
             loss_value = loss_sum.item() / runtime.world_size

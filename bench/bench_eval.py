@@ -28,12 +28,12 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import networks  # noqa: E402
-from bench.bench_train import (autocast_for, benchmark_device, device_name,  # noqa: E402
+from bench.bench_train import (benchmark_device, device_name,  # noqa: E402
                                interleaved_median_ms, print_table, save_record, set_tf32, with_tf32)
 from bench.seed_baseline import seed_predict, to_seed_style  # noqa: E402
-from dataset.datasets import CSDataValSet  # noqa: E402
+from utils.speed_modes import autocast, memory_format  # noqa: E402
 from dataset.synthetic import make_synthetic_cityscapes  # noqa: E402
-from dataset.datasets import IMG_MEAN  # noqa: E402
+from dataset.datasets import IMG_MEAN, CSDataValSet  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.cli import size_pair  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
@@ -52,14 +52,14 @@ def build(args, device):
 
 def our_predictor(model, images, tile_size, amp, channels_last, device):
     """A closure: host images (N, 3, H, W) -> host class ids (N, H, W) uint8 through utils.inference."""
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = copy.deepcopy(model).to(memory_format=memory_format)
-    autocast = autocast_for(device, amp)
+    layout = memory_format(channels_last)
+    model = copy.deepcopy(model).to(memory_format=layout)
+    context = autocast(device, amp)
 
     @torch.no_grad()
     def run():
-        with autocast:
-            batch = images.to(device, memory_format=memory_format)
+        with context:
+            batch = images.to(device, memory_format=layout)
             return predict(model, batch, tile_size).argmax(1).to(torch.uint8).cpu()
     return run
 
@@ -109,7 +109,7 @@ def agreement(args, device):
     per_image = []
     for image in images:  # (1, 3, H, W)
         fp32 = predict(model, image).argmax(1)  # (1, H, W)
-        with autocast_for(device, True):
+        with autocast(device, True):
             bf16 = predict(model, image).argmax(1)
         equal = (fp32 == bf16).sum().item()
         same, total = same + equal, total + fp32.numel()

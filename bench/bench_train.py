@@ -20,7 +20,6 @@ import json
 import platform
 import statistics
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -33,6 +32,7 @@ from bench.seed_baseline import SeedCriterionOhemDSN, to_seed_style  # noqa: E40
 from utils.cli import size_pair, str2bool  # noqa: E402
 from utils.criterion import CriterionOhemDSN  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
+from utils.speed_modes import autocast  # noqa: E402
 
 NUM_CLASSES = 19
 IGNORE_LABEL = 255
@@ -51,11 +51,6 @@ def set_tf32(device, enabled):
         precision = "tf32" if enabled else "ieee"
         torch.backends.cuda.matmul.fp32_precision = precision
         torch.backends.cudnn.conv.fp32_precision = precision
-
-
-def autocast_for(device, amp):
-    """bf16 autocast on ``device`` when amp is set, otherwise a null context."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
 def configurations(device, compile_model):
@@ -149,7 +144,7 @@ def prepare(initial, config, images, labels, args, device):
     images = images.contiguous(memory_format=memory_format)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     model = torch.compile(net) if compiled else net
-    return net, optimizer, training_step(model, optimizer, images, labels, autocast_for(device, amp))
+    return net, optimizer, training_step(model, optimizer, images, labels, autocast(device, amp))
 
 
 def interleaved_median_ms(fns, device, repeat, warmup):

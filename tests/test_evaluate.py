@@ -292,3 +292,10 @@ def test_per_class_iou_matches_the_official_cityscapes_evaluation(cityscapes, wh
     scores = official.evaluateImgLists(predictions, [str(p) for p in ground_truth], official.args)["classScores"]
     theirs = [None if math.isnan(scores[name]) else scores[name] for name in CLASS_NAMES]
     assert theirs == pytest.approx(whole_run["result"]["IU_array"], rel=1e-12)
+
+
+def test_amp_and_channels_last_count_every_labelled_pixel(cityscapes, tmp_path):
+    confmat = run_evaluate(common_flags(cityscapes, tmp_path) + [
+        "--whole", "true", "--amp", "--channels-last", "1", "--no-save-pred"])
+    labelled = sum(int((ID_TO_TRAINID[train_ids_of(path)] != 255).sum()) for path in val_label_files(cityscapes))
+    assert int(confmat.matrix.sum()) == labelled

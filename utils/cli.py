@@ -1,5 +1,12 @@
-"""Argument types shared by train.py, evaluate.py and check.py."""
+"""The argument parser and argument types shared by train.py, evaluate.py and check.py."""
 import argparse
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``error: <message>``, with exit status 2 and no usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
+
 
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}

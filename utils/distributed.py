@@ -32,8 +32,11 @@ class Runtime:
 
 
 def parse_gpu_ids(text):
-    """'0,1,2,3' -> [0, 1, 2, 3], checked against the CUDA devices present ('' or None -> [])."""
-    if text is None or text.strip() == "":
+    """'0,1,2,3' -> [0, 1, 2, 3], checked against the CUDA devices present.
+
+    None, '' and 'None' (the seed's default) mean no --gpu: [].
+    """
+    if text is None or text.strip().lower() in ("", "none"):
         return []
     try:
         ids = [int(p) for p in text.split(",")]

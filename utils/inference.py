@@ -2,18 +2,21 @@
 
 The network takes (N, 3, h, w) images and returns logits at a reduced resolution, or a list whose
 first entry is the main logits (as CCNet returns [main, deep-supervision]). Everything here runs on
-the device and in the dtype of the images, a batch of images at a time.
+the device of the images, a batch of images at a time; logits and probabilities are float32.
 """
 import torch
 import torch.nn.functional as F
 
 
 def predict_whole(model, images):
-    """Logits (N, K, H, W) from one pass of images (N, 3, H, W), upsampled bilinearly to (H, W)."""
+    """Float32 logits (N, K, H, W) from one pass of images (N, 3, H, W), upsampled bilinearly to (H, W).
+
+    Float32 so that sliding-window sums and the softmax keep their precision under autocast.
+    """
     out = model(images)
     if isinstance(out, (list, tuple)):
         out = out[0]
-    return F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=True)
+    return F.interpolate(out.float(), size=images.shape[-2:], mode="bilinear", align_corners=True)
 
 
 def tile_starts(length, tile, stride):
