@@ -9,12 +9,10 @@ the (B, H, W, H + W - 1)-sized attention and one transposed copy of v instead of
 intermediate of the permute/matmul graph, and computes each gradient with one batched matmul
 per direction.
 """
-from contextlib import nullcontext
-
 import torch
 import torch.nn as nn
 
-__all__ = ["criss_cross_attention", "CrissCrossAttention"]
+__all__ = ["criss_cross_attention", "CrissCrossAttention", "compute_dtype"]
 
 
 def _rows(x):
@@ -113,26 +111,33 @@ class _CrissCrossFunction(torch.autograd.Function):
         return grad_q, grad_k, grad_v
 
 
+def compute_dtype(query, key, value):
+    """Check query, key (B, Cq, H, W) and value (B, C, H, W); return the dtype to compute in.
+
+    Under torch.autocast that is the autocast dtype (float64 inputs excepted, as autocast leaves
+    them alone); otherwise the inputs' common dtype.
+    """
+    if query.dim() != 4 or key.shape != query.shape or value.dim() != 4 \
+            or value.shape[0] != query.shape[0] or value.shape[2:] != query.shape[2:]:
+        raise ValueError("criss-cross attention expects query, key (B, Cq, H, W) and value (B, C, H, W), "
+                         f"got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
+    dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype)
+    device_type = value.device.type
+    if torch.is_autocast_enabled(device_type) and dtype != torch.float64:
+        return torch.get_autocast_dtype(device_type)
+    return dtype
+
+
 def criss_cross_attention(query, key, value):
     """Criss-cross attention without projections or residual.
 
     query, key: (B, Cq, H, W); value: (B, C, H, W) -> (B, C, H, W), where
     out[:, :, i, j] = sum over the H + W - 1 positions p of row i and column j of
     softmax_p(<query[:, :, i, j], key[:, :, p]>) * value[:, :, p].
-    Under torch.autocast the inputs are cast to the autocast dtype; otherwise to their common dtype.
+    The inputs are cast to compute_dtype(query, key, value).
     """
-    if query.dim() != 4 or key.shape != query.shape or value.dim() != 4 \
-            or value.shape[0] != query.shape[0] or value.shape[2:] != query.shape[2:]:
-        raise ValueError("criss_cross_attention expects query, key (B, Cq, H, W) and value (B, C, H, W), "
-                         f"got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
-    device_type = value.device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        context = torch.autocast(device_type, enabled=False)
-    else:
-        dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype)
-        context = nullcontext()
-    with context:
+    dtype = compute_dtype(query, key, value)
+    with torch.autocast(value.device.type, enabled=False):
         return _CrissCrossFunction.apply(query.to(dtype), key.to(dtype), value.to(dtype))
 
 

@@ -28,7 +28,7 @@ import networks
 from dataset.cityscapes_labels import CLASS_NAMES, TRAINID_TO_ID, colorize
 from dataset.datasets import IMG_MEAN, CSDataTestSet, CSDataValSet
 from utils.checkpoint import load_model
-from utils.cli import ArgumentParser, float_list, size_pair, str2bool
+from utils.cli import ArgumentParser, float_list, label_value, size_pair, str2bool
 from utils.distributed import setup, teardown
 from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict
@@ -52,7 +52,7 @@ def get_args_parser():
     parser.add_argument("--data-list", type=str, default=None,
                         help="list of 'image label' paths relative to --data-dir, images only with --test "
                              "(default: ./dataset/list/cityscapes/val.lst, or test.lst with --test)")
-    parser.add_argument("--ignore-label", type=int, default=255, help="label value left out of the metric")
+    parser.add_argument("--ignore-label", type=label_value, default=255, help="label value left out of the metric")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (per process)")
     parser.add_argument("--num-classes", type=int, default=19, help="number of classes the model predicts")
     parser.add_argument("--restore-from", type=str, default="./deeplab_resnet.ckpt",
@@ -67,7 +67,7 @@ def get_args_parser():
     parser.add_argument("--num-workers", type=int, default=8, help="data-loading processes")
     parser.add_argument("--whole", type=whole_flag, nargs="?", const=True, default=False,
                         help="predict each image in one pass instead of by sliding window")
-    parser.add_argument("--model", type=str, default="None", help="network name, e.g. ccnet")
+    parser.add_argument("--model", type=str, default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
     parser.add_argument("--scales", type=float_list, default=[1.0],
                         help="comma-separated image scales whose probabilities are averaged, e.g. 0.75,1.0,1.25")
     parser.add_argument("--flip", type=str2bool, nargs="?", const=True, default=False,
@@ -124,18 +124,16 @@ def evaluate(model, loader, args, device, out_dir, show_progress):
                disable=not (show_progress and sys.stdout.isatty()))
     for batch in loader:
         if args.test:
-            images, sizes, names = batch
+            images, _, names = batch
         else:
-            images, labels, sizes, names = batch
+            images, labels, _, names = batch
         images = images.to(device, non_blocking=True, memory_format=memory_format(args.channels_last))  # (N, 3, H, W)
         with autocast(device, args.amp):
             predictions = predict(model, images, tile_size, args.scales, args.flip).argmax(1)  # (N, H, W)
-        crops = [p[:int(h), :int(w)] for p, (h, w) in zip(predictions, sizes[:, :2].tolist())]
         if confmat is not None:
-            for crop, label in zip(crops, labels):
-                confmat.update(crop, label[:crop.shape[0], :crop.shape[1]])
+            confmat.update(predictions, labels)
         if args.save_pred:
-            save_predictions([c.to(torch.uint8).cpu().numpy() for c in crops], names, out_dir, args.test)
+            save_predictions(predictions.to(torch.uint8).cpu().numpy(), names, out_dir, args.test)
         bar.update(len(names))
     bar.close()
     return confmat

@@ -4,16 +4,14 @@
     python bench/bench_cca.py --device cuda        # GPU at (4, 512, 97, 97), fp32
     python bench/bench_cca.py --device cuda --amp  # the same under bf16 autocast
 
-Formulations: ours (CC.py), the seed's bmm/permute one and the einsum one of mmcv >= 1.3.13 (both
-rewritten below from their published semantics), and the CUDA reference where it can be built.
+Formulations: ours (CC.py), the seed's bmm/permute one (rewritten below from its published
+semantics), the einsum one of mmcv >= 1.3.13 (utils/cca_einsum.py), and the CUDA reference where
+it can be built.
 Query and key have C // 8 channels, as in CCNet.
 """
-import argparse
 import datetime
 import json
-import statistics
 import sys
-import time
 import weakref
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,7 +23,9 @@ from torch.utils._pytree import tree_leaves
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from CC import criss_cross_attention  # noqa: E402
 from cuda_reference import criss_cross_cuda, cuda_reference_status  # noqa: E402
-from utils.cli import size_pair  # noqa: E402
+from utils.cca_einsum import einsum_criss_cross  # noqa: E402
+from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
+from utils.timing import median_ms, synchronize  # noqa: E402
 
 
 def seed_formulation(query, key, value):
@@ -46,17 +46,6 @@ def seed_formulation(query, key, value):
     out_h = torch.bmm(v_cols, a_h.permute(0, 2, 1)).view(B, W, -1, H).permute(0, 2, 3, 1)
     out_w = torch.bmm(v_rows, a_w.permute(0, 2, 1)).view(B, H, -1, W).permute(0, 2, 1, 3)
     return out_h + out_w
-
-
-def einsum_formulation(query, key, value):
-    """mmcv's pure-PyTorch CrissCrossAttention (since v1.3.13) without projections."""
-    H = query.shape[2]
-    diag = torch.diag(torch.full((H,), float("-inf"), device=query.device))
-    e_h = (torch.einsum("bchw,bciw->bwhi", query, key) + diag).transpose(1, 2)  # (B, H, W, H)
-    e_w = torch.einsum("bchw,bchj->bhwj", query, key)                          # (B, H, W, W)
-    attn = torch.softmax(torch.cat([e_h, e_w], dim=-1), dim=-1)
-    out = torch.einsum("bciw,bhwi->bchw", value, attn[..., :H])
-    return out + torch.einsum("bchj,bhwj->bchw", value, attn[..., H:])
 
 
 class PeakTensorMemory(TorchDispatchMode):
@@ -81,24 +70,6 @@ class PeakTensorMemory(TorchDispatchMode):
                     self.peak = max(self.peak, self.current)
                     weakref.finalize(storage, self._free, key)
         return out
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_ms(fn, device, repeat, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def peak_mb(fn, device):
@@ -137,7 +108,7 @@ def main(args):
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext()
 
     formulations = {"ours (CC.py)": criss_cross_attention, "seed bmm/permute": seed_formulation,
-                    "mmcv einsum": einsum_formulation}
+                    "mmcv einsum": einsum_criss_cross}
     available, reason = cuda_reference_status()
     if device.type == "cuda" and available:
         formulations["CUDA reference"] = criss_cross_cuda
@@ -184,13 +155,13 @@ def main(args):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default 2 on CPU, 4 on GPU)")
+    parser.add_argument("--batch", type=positive_int, default=None, help="batch size (default 2 on CPU, 4 on GPU)")
     parser.add_argument("--channels", type=int, default=512, help="value channels; query/key get C // 8")
     parser.add_argument("--size", type=size_pair, default=None, help="H,W (default 65,65 on CPU, 97,97 on GPU)")
     parser.add_argument("--amp", action="store_true", help="run every formulation under bf16 autocast")
-    parser.add_argument("--repeat", type=int, default=None, help="timed runs per figure (median)")
+    parser.add_argument("--repeat", type=positive_int, default=None, help="timed runs per figure (median)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return parser
 

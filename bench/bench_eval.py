@@ -16,7 +16,6 @@ weights of --restore-from (demo.sh trains some). Random weights are no test: the
 amplify every rounding difference block after block, so their bf16 and fp32 predictions part
 whatever the op precision.
 """
-import argparse
 import copy
 import datetime
 import sys
@@ -35,7 +34,7 @@ from utils.speed_modes import autocast, memory_format  # noqa: E402
 from dataset.synthetic import make_synthetic_cityscapes  # noqa: E402
 from dataset.datasets import IMG_MEAN, CSDataValSet  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
-from utils.cli import size_pair  # noqa: E402
+from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.inference import predict  # noqa: E402
 
@@ -151,9 +150,9 @@ def main(args):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--batch", type=int, default=1, help="images per prediction")
+    parser.add_argument("--batch", type=positive_int, default=1, help="images per prediction")
     parser.add_argument("--image-size", type=size_pair, default=None,
                         help="HEIGHT,WIDTH of the image (default 129,257 on CPU, 1024,2048 on GPU)")
     parser.add_argument("--tile", type=size_pair, default=None,
@@ -161,7 +160,7 @@ def get_args_parser():
     parser.add_argument("--recurrence", type=int, default=2, help="criss-cross attention passes")
     parser.add_argument("--restore-from", default=None,
                         help="CCNet checkpoint (required by --agreement; throughput uses random weights without)")
-    parser.add_argument("--repeat", type=int, default=None, help="timed rounds, median (default 3 CPU, 20 GPU)")
+    parser.add_argument("--repeat", type=positive_int, default=None, help="timed rounds, median (default 3 CPU, 20 GPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 1 CPU, 3 GPU)")
     parser.add_argument("--agreement", action="store_true",
                         help="measure fp32 vs bf16 prediction agreement instead of throughput")

@@ -8,7 +8,6 @@ with one Python pass over the image per table entry, and scales, converts and pa
 before cropping, as the original CCNet loader does. Both draw scales from the same set. Rows:
 "full" includes PNG decoding; "in memory" times the id mapping and augmentation of decoded arrays.
 """
-import argparse
 import os
 import random
 import sys
@@ -21,10 +20,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.cityscapes_labels import LABELS  # noqa: E402
-from dataset.datasets import SCALES, CSDataSet, read_image, to_train_ids  # noqa: E402
+from dataset.datasets import IMG_MEAN, SCALES, CSDataSet, read_image, to_train_ids  # noqa: E402
 from dataset.synthetic import make_synthetic_cityscapes  # noqa: E402
+from utils.cli import ArgumentParser  # noqa: E402
 
-CAFFE_MEAN = (104.00698793, 116.66876762, 122.67891434)
 ID_TO_TRAINID_DICT = {label.id: label.train_id for label in LABELS}
 
 
@@ -73,9 +72,9 @@ def main(args):
     with tempfile.TemporaryDirectory() as root:
         lists = make_synthetic_cityscapes(root, num_train=args.num_images, num_val=0, num_test=0,
                                           height=1024, width=2048, seed=0)
-        dataset = CSDataSet(root, lists["train"], crop_size=crop, mean=CAFFE_MEAN, scale=True, mirror=True)
+        dataset = CSDataSet(root, lists["train"], crop_size=crop, mean=IMG_MEAN, scale=True, mirror=True)
         decoded = [(read_image(i), cv2.imread(l, cv2.IMREAD_GRAYSCALE)) for i, l in dataset.files]
-        mean = np.asarray(CAFFE_MEAN)
+        mean = np.asarray(IMG_MEAN)
         rows = [
             ("full __getitem__", lambda i: baseline_item(dataset.files, i, crop, mean), lambda i: dataset[i]),
             ("in memory", lambda i: baseline_transform(*decoded[i], crop, mean),
@@ -91,7 +90,7 @@ def main(args):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Images/s of CSDataSet.__getitem__ at Cityscapes size.")
+    parser = ArgumentParser(description="Images/s of CSDataSet.__getitem__ at Cityscapes size.")
     parser.add_argument("--iters", type=int, default=20, help="samples timed per row and loader")
     parser.add_argument("--num-images", type=int, default=4, help="synthetic 1024x2048 images to cycle through")
     parser.add_argument("--crop", type=int, default=769)

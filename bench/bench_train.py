@@ -13,7 +13,6 @@ row's model alone on the GPU (weights, gradients and momentum included); on the 
 storages allocated during a step (bench_cca.PeakTensorMemory), not measured for compiled code,
 whose kernels bypass the dispatcher.
 """
-import argparse
 import copy
 import datetime
 import json
@@ -27,12 +26,14 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import networks  # noqa: E402
-from bench.bench_cca import PeakTensorMemory, median_ms, synchronize  # noqa: E402
+from bench.bench_cca import PeakTensorMemory  # noqa: E402
 from bench.seed_baseline import SeedCriterionOhemDSN, to_seed_style  # noqa: E402
-from utils.cli import size_pair, str2bool  # noqa: E402
+from utils.cli import ArgumentParser, positive_int, size_pair, str2bool  # noqa: E402
 from utils.criterion import CriterionOhemDSN  # noqa: E402
+from utils.distributed import parse_device  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.speed_modes import autocast  # noqa: E402
+from utils.timing import median_ms, synchronize  # noqa: E402
 
 NUM_CLASSES = 19
 IGNORE_LABEL = 255
@@ -190,11 +191,9 @@ def add_speedups(rows):
 
 def benchmark_device(args):
     """The checked --device, seeded, with cuDNN autotuning on CUDA; UserError for unusable flags."""
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: this PyTorch sees no CUDA device")
-    if min(args.batch, args.repeat) < 1 or args.warmup < 0:
-        raise UserError("--batch and --repeat must be at least 1, --warmup at least 0")
+    device = parse_device(args.device)
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be at least 0, got {args.warmup}")
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -231,9 +230,9 @@ def main(args):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--batch", type=int, default=None, help="images per step (default 1 on CPU, 2 on GPU)")
+    parser.add_argument("--batch", type=positive_int, default=None, help="images per step (default 1 on CPU, 2 on GPU)")
     parser.add_argument("--size", type=size_pair, default=None,
                         help="crop HEIGHT,WIDTH (default 97,97 on CPU, 769,769 on GPU)")
     parser.add_argument("--recurrence", type=int, default=2, help="criss-cross attention passes")
@@ -241,7 +240,7 @@ def get_args_parser():
     parser.add_argument("--ohem-keep", type=int, default=100000, help="OHEM keeps at least this many pixels")
     parser.add_argument("--compile", type=str2bool, default=None,
                         help="add a torch.compile row (1/0; default 1 on GPU, 0 on CPU)")
-    parser.add_argument("--repeat", type=int, default=None, help="timed steps per row, median (default 3 CPU, 20 GPU)")
+    parser.add_argument("--repeat", type=positive_int, default=None, help="timed steps per row, median (default 3 CPU, 20 GPU)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed rounds first, which also compile (default 1 CPU, 5 GPU)")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")

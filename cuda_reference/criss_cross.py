@@ -8,6 +8,7 @@ element functions (slow, meant for tests).
 """
 import torch
 
+from CC import compute_dtype
 from cuda_reference.build import load_library
 
 
@@ -66,20 +67,13 @@ def criss_cross_cuda(query, key, value):
     """Criss-cross attention through the original op's kernels, the semantics of CC.criss_cross_attention.
 
     query, key: (B, Cq, H, W); value: (B, C, H, W) -> (B, C, H, W), computed in float32 and returned in
-    the inputs' common dtype (the autocast dtype under torch.autocast). Differentiable in all three.
+    CC.compute_dtype(query, key, value). Differentiable in all three.
     """
-    if query.dim() != 4 or key.shape != query.shape or value.dim() != 4 \
-            or (value.shape[0], *value.shape[2:]) != (query.shape[0], *query.shape[2:]):
-        raise ValueError("criss_cross_cuda expects query and key of one shape (B, Cq, H, W) and value (B, C, H, W), "
-                         f"got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
+    dtype = compute_dtype(query, key, value)
     if value.device.type not in ("cuda", "cpu") or len({query.device, key.device, value.device}) != 1:
         raise ValueError("criss_cross_cuda expects query, key and value on one CUDA (or CPU) device, got "
                          f"{query.device}, {key.device}, {value.device}")
-    device_type = value.device.type
-    autocast = torch.is_autocast_enabled(device_type)
-    dtype = torch.get_autocast_dtype(device_type) if autocast \
-        else torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype)
-    with torch.autocast(device_type, enabled=False):
+    with torch.autocast(value.device.type, enabled=False):
         t, f, g = (x.to(torch.float32).contiguous() for x in (query, key, value))
         weight = CAWeight.apply(t, f)  # (B, H + W - 1, H, W)
         attention = torch.softmax(weight, dim=1)

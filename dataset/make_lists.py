@@ -6,10 +6,9 @@
 Each line is ``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png<TAB>gtFine/<split>/<city>/<stem>_gtFine_labelIds.png``
 relative to DIR; the test split lists images only, as the official test.lst does.
 """
-import argparse
 import os
 
-from utils.cli import str2bool
+from utils.cli import ArgumentParser, str2bool
 from utils.errors import UserError, exit_on_user_error
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -53,7 +52,7 @@ def write_list(data_dir, splits, out, with_labels=None):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Write a CCNet list file for a Cityscapes-layout folder.")
+    parser = ArgumentParser(description="Write a CCNet list file for a Cityscapes-layout folder.")
     parser.add_argument("--data-dir", required=True, help="folder holding leftImg8bit/ and gtFine/")
     parser.add_argument("--split", default="val", help="split name, or several joined by commas (train,val)")
     parser.add_argument("--out", required=True, help="list file to write")

@@ -9,7 +9,6 @@ buildings, road, sidewalk, terrain, poles with lights and signs, vehicles, peopl
 painted in its own saturated colour with mild noise, so a network can recognize it locally,
 and an ego-vehicle strip in some images exercises the ignore label.
 """
-import argparse
 import os
 
 import cv2
@@ -17,6 +16,7 @@ import numpy as np
 
 from dataset.cityscapes_labels import NUM_CLASSES, TRAINID_TO_ID
 from dataset.make_lists import IMAGE_SUFFIX, LABEL_SUFFIX, write_list
+from utils.cli import ArgumentParser
 from utils.errors import UserError, exit_on_user_error
 
 __all__ = ["make_synthetic_cityscapes", "render_scene"]
@@ -152,7 +152,7 @@ def make_synthetic_cityscapes(root, num_train=30, num_val=10, num_test=5, height
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Write a synthetic Cityscapes in the official layout.")
+    parser = ArgumentParser(description="Write a synthetic Cityscapes in the official layout.")
     parser.add_argument("--out", required=True, help="folder to write (created if missing)")
     parser.add_argument("--num-train", type=int, default=30)
     parser.add_argument("--num-val", type=int, default=10)

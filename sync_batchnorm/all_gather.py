@@ -2,6 +2,8 @@
 import torch
 import torch.distributed as dist
 
+from utils.distributed import is_distributed
+
 
 class _AllGather(torch.autograd.Function):
     """(N,) on every rank -> (world_size, N), row r being rank r's tensor."""
@@ -28,6 +30,4 @@ def all_gather(tensor):
 
 def world_size():
     """The number of processes in the default group, 1 outside torch.distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
+    return dist.get_world_size() if is_distributed() else 1

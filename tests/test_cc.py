@@ -100,6 +100,14 @@ def test_autocast_runs_in_autocast_dtype_without_nan():
     assert all(torch.isfinite(p.grad).all() for p in module.parameters())
 
 
+def test_float64_is_left_alone_under_autocast():
+    q, k, v = random_inputs(1, 2, 3, 4, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = criss_cross_attention(q, k, v)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, loop_reference(q, k, v), rtol=1e-12, atol=1e-12)
+
+
 def test_mixed_dtypes_promote():
     q, k, v = random_inputs(1, 2, 3, 4, 5, dtype=torch.float32)
     assert criss_cross_attention(q.double(), k, v).dtype == torch.float64
@@ -119,7 +127,7 @@ def test_channels_last_matches_contiguous_and_keeps_format():
 
 def test_mismatched_shapes_are_rejected():
     q, k, v = random_inputs(1, 2, 3, 4, 5)
-    with pytest.raises(ValueError, match="criss_cross_attention expects"):
+    with pytest.raises(ValueError, match="criss-cross attention expects"):
         criss_cross_attention(q, k, v[:, :, :3])
 
 

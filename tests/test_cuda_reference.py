@@ -145,7 +145,7 @@ def test_result_is_in_the_inputs_common_dtype():
 
 
 def test_mismatched_shapes_raise_value_error():
-    with pytest.raises(ValueError, match="criss_cross_cuda expects"):
+    with pytest.raises(ValueError, match="criss-cross attention expects"):
         criss_cross_cuda(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 5), torch.zeros(1, 6, 3, 4))
 
 

@@ -15,8 +15,9 @@ _PREFIX = "module."
 _SHOWN = 6
 
 
-def _read(path):
-    """torch.load a checkpoint file on the CPU, tensors and plain containers only."""
+def read_checkpoint(path):
+    """torch.load a checkpoint file on the CPU, tensors and plain containers only; a missing or
+    unreadable file is a UserError naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -59,7 +60,7 @@ def load_model(model, path_or_state_dict, strict=False):
     if isinstance(path_or_state_dict, dict):
         source, loaded = "the given state_dict", path_or_state_dict
     else:
-        source, loaded = str(path_or_state_dict), _read(path_or_state_dict)
+        source, loaded = str(path_or_state_dict), read_checkpoint(path_or_state_dict)
     state = {k: v for k, v in _state_dict(loaded, source).items() if not k.startswith("fc.")}
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]

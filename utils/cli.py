@@ -44,3 +44,25 @@ def float_list(text):
     if not values or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}")
     return values
+
+
+def label_value(text):
+    """A label value of the 8-bit label PNGs: an integer in 0..255 (such as the ignore label 255)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"expected an integer label value in 0..255, got {text!r}")
+    return value
+
+
+def positive_int(text):
+    """An integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value

@@ -54,6 +54,28 @@ def parse_gpu_ids(text):
     return ids
 
 
+def parse_device(text):
+    """'cpu', 'cuda' or 'cuda:N' -> torch.device, checked against this machine (UserError otherwise)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UserError(f"--device {text}: expected cpu or cuda[:N]") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {text}: expected cpu or cuda[:N]")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {text}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {text}: no GPU with index {device.index} "
+                            f"(this machine has {torch.cuda.device_count()})")
+    return device
+
+
+def is_distributed():
+    """Whether a torch.distributed process group is running."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def setup(gpu):
     """Start the run described by torchrun's environment and --gpu; returns a Runtime."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -81,20 +103,20 @@ def setup(gpu):
 
 def teardown():
     """End the process group, if one was started."""
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.destroy_process_group()
 
 
 def all_reduce_sum(tensor):
     """Sum a tensor in place over all processes (a no-op outside torch.distributed)."""
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
 def all_gather_objects(obj):
     """[obj of rank 0, obj of rank 1, ...] gathered from every process ([obj] outside torch.distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return [obj]
     objects = [None] * dist.get_world_size()
     dist.all_gather_object(objects, obj)

@@ -4,7 +4,6 @@ The network takes (N, 3, h, w) images and returns logits at a reduced resolution
 first entry is the main logits (as CCNet returns [main, deep-supervision]). Everything here runs on
 the device of the images, a batch of images at a time; logits and probabilities are float32.
 """
-import torch
 import torch.nn.functional as F
 
 

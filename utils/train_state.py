@@ -10,9 +10,11 @@ import random
 import numpy as np
 import torch
 
+from utils.checkpoint import read_checkpoint
 from utils.errors import UserError
 
 STATE_KEYS = ("model", "optimizer", "scaler", "iteration", "rng", "args")
+MODEL_FLAGS = ("model", "num_classes")  # the flags that decide the model's tensors
 
 
 def save_atomic(obj, path):
@@ -63,14 +65,20 @@ def save_state(path, model, optimizer, scaler, iteration, rng_states, args):
     }, path)
 
 
-def load_state(path):
-    """Read a state written by save_state(); a missing or foreign file is a UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"--resume {path}: no such file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
+def load_state(path, args):
+    """Read a state written by save_state() for the model that `args` (--model, --num-classes) builds.
+
+    A missing, unreadable or foreign file, or one of another model, is a UserError.
+    """
+    state = read_checkpoint(path)
+    if (not isinstance(state, dict) or any(key not in state for key in STATE_KEYS)
+            or not isinstance(state["args"], dict)):
         raise UserError(f"--resume {path}: not a training state written by train.py "
                         "(use --restore-from for model weights)")
+    differ = [f"--{name.replace('_', '-')} {state['args'].get(name)} (now {getattr(args, name)})"
+              for name in MODEL_FLAGS if state["args"].get(name) != getattr(args, name)]
+    if differ:
+        raise UserError(f"--resume {path}: written for another model, with {', '.join(differ)}")
     return state
 
 
