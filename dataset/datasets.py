@@ -4,8 +4,8 @@ A list file holds one sample a line: ``image_path<TAB>label_path`` relative to t
 (test lists hold the image path only). Images are read as BGR, labels are official label ids
 mapped to the 19 train ids (255 = ignore) through one lookup table.
 
-Training augmentation follows the CCNet recipe: random scale 0.7 to 2.0 in steps of 0.1,
-padding to the crop size (image with 0 after mean subtraction, label with ignore), a random
+Training augmentation: random scale 0.7 to 2.0 in steps of 0.1 (the official CCNet loader's
+draw reaches 2.1), padding to the crop size (image with 0 after mean subtraction, label with ignore), a random
 crop and a random horizontal mirror. Random draws use Python's ``random``, which the
 DataLoader seeds differently in every worker.
 """
