@@ -21,7 +21,7 @@ import networks
 from dataset.datasets import IMG_MEAN, CSDataSet
 from sync_batchnorm import DataParallelWithCallback
 from utils import distributed
-from utils.cli import ArgumentParser, size_pair, str2bool
+from utils.cli import ArgumentParser, label_value, size_pair, str2bool
 from utils.criterion import CriterionDSN, CriterionOhemDSN
 from utils.errors import UserError, exit_on_user_error
 from utils.logger import TrainLogger
@@ -35,14 +35,14 @@ def get_args_parser():
     parser.add_argument("--data-dir", default="cityscapes", help="Cityscapes root directory")
     parser.add_argument("--data-list", default="./dataset/list/cityscapes/train.lst",
                         help="list of training image/label pairs, relative to --data-dir")
-    parser.add_argument("--ignore-label", type=int, default=255, help="label value left out of the loss")
+    parser.add_argument("--ignore-label", type=label_value, default=255, help="label value left out of the loss")
     parser.add_argument("--input-size", type=size_pair, default=(769, 769), help="crop size HEIGHT,WIDTH")
     parser.add_argument("--is-training", action="store_true",
                         help="accepted for compatibility with the seed; BN statistics are always updated")
     parser.add_argument("--learning-rate", type=float, default=1e-2, help="base learning rate of the poly schedule")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     parser.add_argument("--not-restore-last", action="store_true",
-                        help="re-initialise the classifier layers after --restore-from (for another class set)")
+                        help="re-initialise the two classifier layers after --restore-from (for another class set)")
     parser.add_argument("--num-classes", type=int, default=19, help="number of classes")
     parser.add_argument("--start-iters", type=int, default=0, help="iteration to start the schedule from")
     parser.add_argument("--num-steps", type=int, default=40000, help="number of training iterations")
@@ -67,10 +67,12 @@ def get_args_parser():
     parser.add_argument("--ohem-thres", type=float, default=0.6,
                         help="OHEM keeps pixels whose true-class probability is below this")
     parser.add_argument("--ohem-keep", type=int, default=200000, help="OHEM keeps at least this many pixels")
-    parser.add_argument("--resume", default=None, help="continue from a training state (<snapshot-dir>/last.pth)")
-    parser.add_argument("--amp", type=str2bool, default=False,
+    parser.add_argument("--resume", default=None,
+                        help="continue from a training state (<snapshot-dir>/last.pth); --restore-from is then not read")
+    parser.add_argument("--amp", type=str2bool, nargs="?", const=True, default=False,
                         help="mixed precision: bf16 autocast where supported (CPUs, recent GPUs), else fp16 with a GradScaler")
-    parser.add_argument("--channels-last", type=str2bool, default=False, help="NHWC memory format for the network and images")
+    parser.add_argument("--channels-last", type=str2bool, nargs="?", const=True, default=False,
+                        help="NHWC memory format for the network and images")
     parser.add_argument("--log-dir", default=None, help="tensorboardX directory (default: --snapshot-dir)")
     return parser
 
@@ -104,11 +106,17 @@ def epoch_order(sampler, batches_per_epoch, batch_size, start, stop):
         iteration += count
 
 
-def reset_classifiers(model, num_classes):
-    """Re-initialise the convolutions that output `num_classes` channels (the classifier layers)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d) and module.out_channels == num_classes:
-            module.reset_parameters()
+def reset_classifiers(net):
+    """Re-initialise the classifier layers: the last convolution of the head and of the DSN head."""
+    for part in (net.head, net.dsn):
+        convolutions = [module for module in part.modules() if isinstance(module, nn.Conv2d)]
+        convolutions[-1].reset_parameters()
+
+
+def non_finite_count(net):
+    """How many parameters and floating-point buffers of `net` hold a NaN or an infinity (a 0-d tensor)."""
+    tensors = [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+    return torch.stack([~torch.isfinite(t).all() for t in tensors]).sum()
 
 
 def to_rgb(images):
@@ -171,11 +179,12 @@ def train(args, runtime):
                                      min_kept=args.ohem_keep)
     else:
         criterion = CriterionDSN(ignore_index=args.ignore_label)
-    restore_from = None if args.restore_from.strip().lower() in ("", "none") else args.restore_from
+    skip_restore = args.resume or args.restore_from.strip().lower() in ("", "none")
+    restore_from = None if skip_restore else args.restore_from
     net = networks.build_model(args.model, args.num_classes, criterion=criterion,
                                pretrained_model=restore_from, recurrence=args.recurrence)
     if restore_from and args.not_restore_last:
-        reset_classifiers(net, args.num_classes)
+        reset_classifiers(net)
     layout = memory_format(args.channels_last)
     net.to(device=device, memory_format=layout)
     dtype = next(net.parameters()).dtype  # the images follow the weights (float64 under a float64 default)
@@ -188,7 +197,7 @@ def train(args, runtime):
 
     start = args.start_iters
     if args.resume:
-        start = restore_state(load_state(args.resume), net, optimizer, scaler, runtime.rank)
+        start = restore_state(load_state(args.resume, args), net, optimizer, scaler, runtime.rank)
         if start >= args.num_steps:
             raise UserError(f"--resume {args.resume} already ran {start} of --num-steps {args.num_steps} iterations")
 
@@ -233,6 +242,9 @@ def train(args, runtime):
             done = iteration + 1
             logger.step(done, loss_value, lr)
             if done % args.save_pred_every == 0 or done == args.num_steps:
+                if distributed.all_reduce_sum(non_finite_count(net)).item():
+                    raise UserError(f"non-finite weights after iteration {done}: training stopped, "
+                                    f"the snapshots already written in {args.snapshot_dir} are kept")
                 rng_states = distributed.all_gather_objects(rng_state())
                 if runtime.is_main:
                     shown = images[:args.save_num_images]

@@ -77,10 +77,14 @@ def train_flags(data, snapshot_dir, *extra):
             "--batch-size", "2", "--num-workers", "0", "--print-frequency", "1", *extra]
 
 
+def cpu_env():
+    """This environment with the repository importable and CUDA hidden (gloo, CPU arithmetic)."""
+    return dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+
+
 def run(args, **kwargs):
-    """Run a command from the repository root; stdout and stderr captured as text."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, **kwargs)
+    """Run a command from the repository root on the CPU; stdout and stderr captured as text."""
+    return subprocess.run(args, cwd=REPO, env=cpu_env(), capture_output=True, text=True, **kwargs)
 
 
 def load(path):
@@ -170,7 +174,7 @@ def test_killed_run_resumed_matches_uninterrupted_run(data, tmp_path):
     assert full.returncode == 0, full.stderr
 
     killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "train.py", *flags(killed_dir)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "train.py", *flags(killed_dir)], cwd=REPO, env=cpu_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not (killed_dir / "last.pth").exists() and proc.poll() is None:
         time.sleep(0.02)
@@ -192,8 +196,72 @@ def test_non_finite_loss_stops_training_and_keeps_last_snapshot(data, tmp_path):
     message = result.stderr.strip().splitlines()[-1]
     assert "loss is" in message and "training stopped" in message
     last = int(re.search(r"at iteration (\d+)", message).group(1))
-    assert load(tmp_path / "last.pth")["iteration"] == last - 1
-    assert (tmp_path / f"CS_scenes_{last - 1}.pth").exists()
+    state = load(tmp_path / "last.pth")
+    assert state["iteration"] == last - 1
+    snapshot = load(tmp_path / f"CS_scenes_{last - 1}.pth")
+    for key, value in [*snapshot.items(), *state["model"].items()]:
+        assert torch.isfinite(value).all(), key
+
+
+def test_non_finite_weights_stop_training_before_any_snapshot(data, tmp_path, monkeypatch):
+    """A NaN running mean leaves the training loss finite but must not reach a snapshot."""
+    build_model = train.networks.build_model
+
+    def build_with_nan_buffer(*args, **kwargs):
+        net = build_model(*args, **kwargs)
+        net.bn1.running_mean.fill_(float("nan"))
+        return net
+
+    monkeypatch.setattr(train.networks, "build_model", build_with_nan_buffer)
+    args = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--num-steps", "2",
+                                                          "--save-pred-every", "1"))
+    with pytest.raises(UserError, match="non-finite weights after iteration 1: training stopped"):
+        train.main(args)
+    assert not list(tmp_path.glob("*.pth"))
+
+
+def test_resume_does_not_read_restore_from(short_run, data, tmp_path):
+    out, _ = short_run
+    args = train.get_args_parser().parse_args(train_flags(
+        data, tmp_path, "--num-steps", "9", "--save-pred-every", "9", "--resume", str(out / "last.pth"),
+        "--restore-from", "/no/such/weights.pth"))
+    train.main(args)
+    assert load(tmp_path / "last.pth")["iteration"] == 9
+
+
+def test_resume_from_a_truncated_state_is_a_user_error_naming_it(short_run, data, tmp_path):
+    out, _ = short_run
+    truncated = tmp_path / "truncated" / "last.pth"
+    truncated.parent.mkdir()
+    truncated.write_bytes((out / "last.pth").read_bytes()[:100000])
+    args = train.get_args_parser().parse_args(train_flags(
+        data, tmp_path, "--num-steps", "9", "--resume", str(truncated)))
+    with pytest.raises(UserError, match=f"cannot read checkpoint {re.escape(str(truncated))}: "):
+        train.main(args)
+
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--num-classes", "5", "--num-classes 19 (now 5)"),
+    ("--model", "pspnet", "--model ccnet (now pspnet)"),
+])
+def test_resume_from_another_model_is_a_user_error_naming_it(short_run, data, tmp_path, flag, value, expected):
+    out, _ = short_run
+    args = train.get_args_parser().parse_args(train_flags(
+        data, tmp_path, "--num-steps", "9", "--resume", str(out / "last.pth"), flag, value))
+    with pytest.raises(UserError, match=re.escape(f"--resume {out / 'last.pth'}: written for another model, "
+                                                  f"with {expected}")):
+        train.main(args)
+    assert not list(tmp_path.glob("*.pth"))
+
+
+def test_not_restore_last_resets_only_the_two_classifier_convolutions():
+    """With 512 classes the DSN's first convolution also has 512 outputs and must be kept."""
+    torch.manual_seed(0)
+    net = train.networks.build_model("ccnet", 512, norm_layer=torch.nn.BatchNorm2d)
+    before = {key: value.clone() for key, value in net.state_dict().items()}
+    train.reset_classifiers(net)
+    changed = {key for key, value in net.state_dict().items() if not torch.equal(value, before[key])}
+    assert changed == {"head.bottleneck.4.weight", "head.bottleneck.4.bias", "dsn.4.weight", "dsn.4.bias"}
 
 
 BAD_INPUTS = {
@@ -206,7 +274,11 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+WITHOUT_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, marks=WITHOUT_CUDA if case == "gpu_without_cuda" else ())
+                                  for case in sorted(BAD_INPUTS)])
 def test_bad_input_raises_user_error_naming_the_problem(case, data, tmp_path):
     flags, expected = BAD_INPUTS[case]
     broken_list = tmp_path / "broken.lst"
@@ -224,6 +296,25 @@ def test_malformed_input_size_is_one_line_error(capsys):
     assert exit_info.value.code != 0
     assert capsys.readouterr().err == ("error: argument --input-size: expected HEIGHT,WIDTH with positive "
                                        "integers, got '769x769'\n")
+
+
+@pytest.mark.parametrize("argv,amp,channels_last", [
+    (["--amp", "--channels-last"], True, True),
+    (["--amp", "1", "--channels-last", "0"], True, False),
+    ([], False, False),
+])
+def test_amp_and_channels_last_accept_a_bare_flag_or_a_boolean(argv, amp, channels_last):
+    args = train.get_args_parser().parse_args(argv)
+    assert (args.amp, args.channels_last) == (amp, channels_last)
+
+
+@pytest.mark.parametrize("value", ["256", "-1", "ignore"])
+def test_ignore_label_outside_0_to_255_is_one_line_error(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.get_args_parser().parse_args(["--ignore-label", value])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"error: argument --ignore-label: expected an integer label value "
+                                       f"in 0..255, got '{value}'\n")
 
 
 def test_user_error_exits_1_with_one_line_and_no_traceback(data, tmp_path):
