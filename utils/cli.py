@@ -46,23 +46,23 @@ def float_list(text):
     return values
 
 
-def label_value(text):
-    """A label value of the 8-bit label PNGs: an integer in 0..255 (such as the ignore label 255)."""
+
+def _bounded_int(text, low, high, expected):
+    """int(text) if it lies in [low, high] (high None: no upper bound), else an argparse error."""
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if not 0 <= value <= 255:
-        raise argparse.ArgumentTypeError(f"expected an integer label value in 0..255, got {text!r}")
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def label_value(text):
+    """A label value of the 8-bit label PNGs: an integer in 0..255 (such as the ignore label 255)."""
+    return _bounded_int(text, 0, 255, "an integer label value in 0..255")
 
 
 def positive_int(text):
     """An integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _bounded_int(text, 1, None, "a positive integer")
