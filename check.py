@@ -18,7 +18,7 @@ from CC import criss_cross_attention
 from cuda_reference import criss_cross_cuda, cuda_reference_status
 from utils.cca_einsum import einsum_criss_cross
 from utils.cli import ArgumentParser
-from utils.distributed import parse_device
+from utils.distributed import device_name, parse_device
 from utils.errors import exit_on_user_error
 from utils.timing import median_ms
 
@@ -66,7 +66,7 @@ def main(args):
         print(f"CUDA reference: unavailable ({reason})")
     else:
         print(f"CUDA reference: not run on the CPU ({reason if not available else 'it needs a CUDA device'})")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    name = device_name(device)
     print(f"device: {name}, torch {torch.__version__}\n")
     failures = []
 

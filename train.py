@@ -13,7 +13,6 @@ import random
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -24,6 +23,7 @@ from utils import distributed
 from utils.cli import ArgumentParser, label_value, size_pair, str2bool
 from utils.criterion import CriterionDSN, CriterionOhemDSN
 from utils.errors import UserError, exit_on_user_error
+from utils.inference import predict_whole
 from utils.logger import TrainLogger
 from utils.speed_modes import amp_dtype, autocast, memory_format
 from utils.train_state import load_state, restore_state, rng_state, save_atomic, save_state
@@ -126,13 +126,12 @@ def to_rgb(images):
 
 
 @torch.no_grad()
-def predict(net, images, size):
-    """Train ids (N, H, W) of `net` in eval mode, its main logits upsampled to `size` = (H, W)."""
+def predict(net, images):
+    """Train ids (N, H, W) of `net` in eval mode for images (N, 3, H, W)."""
     net.eval()
-    logits = net(images)[0]  # (N, num_classes, H/8, W/8)
+    train_ids = predict_whole(net, images).argmax(1)
     net.train()
-    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=True)
-    return logits.argmax(1)  # (N, H, W)
+    return train_ids
 
 
 def check_inputs(args, runtime):
@@ -249,7 +248,7 @@ def train(args, runtime):
                 if runtime.is_main:
                     shown = images[:args.save_num_images]
                     logger.images(done, to_rgb(shown), labels[:args.save_num_images].cpu().numpy(),
-                                  predict(net, shown, labels.shape[-2:]).cpu().numpy())
+                                  predict(net, shown).cpu().numpy())
                     snapshot = os.path.join(args.snapshot_dir, f"CS_scenes_{done}.pth")
                     save_atomic(net.state_dict(), snapshot)
                     save_state(os.path.join(args.snapshot_dir, "last.pth"), net, optimizer, scaler, done,

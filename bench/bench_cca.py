@@ -25,6 +25,7 @@ from CC import criss_cross_attention  # noqa: E402
 from cuda_reference import criss_cross_cuda, cuda_reference_status  # noqa: E402
 from utils.cca_einsum import einsum_criss_cross  # noqa: E402
 from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
+from utils.distributed import device_name  # noqa: E402
 from utils.timing import median_ms, synchronize  # noqa: E402
 
 
@@ -138,7 +139,7 @@ def main(args):
                      "rel_err_out": errors[0], "rel_err_grad_q": errors[1],
                      "rel_err_grad_k": errors[2], "rel_err_grad_v": errors[3]})
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    name = device_name(device)
     precision = "bf16 autocast" if args.amp else "fp32"
     header = f"{name}, torch {torch.__version__}, {datetime.date.today()}, ({B}, {C}, {H}, {W}), {precision}"
     print(header)

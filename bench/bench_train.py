@@ -16,7 +16,6 @@ whose kernels bypass the dispatcher.
 import copy
 import datetime
 import json
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -26,24 +25,17 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import networks  # noqa: E402
-from bench.bench_cca import PeakTensorMemory  # noqa: E402
+from bench.bench_cca import peak_mb  # noqa: E402
 from bench.seed_baseline import SeedCriterionOhemDSN, to_seed_style  # noqa: E402
 from utils.cli import ArgumentParser, positive_int, size_pair, str2bool  # noqa: E402
 from utils.criterion import CriterionOhemDSN  # noqa: E402
-from utils.distributed import parse_device  # noqa: E402
+from utils.distributed import device_name, parse_device  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
-from utils.speed_modes import autocast  # noqa: E402
-from utils.timing import median_ms, synchronize  # noqa: E402
+from utils.speed_modes import autocast, memory_format  # noqa: E402
+from utils.timing import median_ms  # noqa: E402
 
 NUM_CLASSES = 19
 IGNORE_LABEL = 255
-
-
-def device_name(device):
-    """The GPU's name, or the CPU's model and core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def set_tf32(device, enabled):
@@ -120,18 +112,8 @@ def persistent_bytes(net, optimizer):
 def peak_memory_mb(step, net, optimizer, device):
     """MiB: on CUDA the allocator's peak one step would reach with this model alone on the device (its
     weights, gradients and momentum included); on the CPU the storages the step allocates at most."""
-    if device.type == "cuda":
-        synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        own = persistent_bytes(net, optimizer)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before + own) / 2**20
-    tracker = PeakTensorMemory()
-    with tracker:
-        step()
-    return tracker.peak / 2**20
+    own = persistent_bytes(net, optimizer) / 2**20 if device.type == "cuda" else 0.0
+    return peak_mb(step, device) + own
 
 
 def prepare(initial, config, images, labels, args, device):
@@ -140,9 +122,9 @@ def prepare(initial, config, images, labels, args, device):
     net = copy.deepcopy(initial)
     if seed_style:
         to_seed_style(net, SeedCriterionOhemDSN(IGNORE_LABEL, args.ohem_thres, args.ohem_keep))
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    net.to(device=device, memory_format=memory_format).train()
-    images = images.contiguous(memory_format=memory_format)
+    layout = memory_format(channels_last)
+    net.to(device=device, memory_format=layout).train()
+    images = images.contiguous(memory_format=layout)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     model = torch.compile(net) if compiled else net
     return net, optimizer, training_step(model, optimizer, images, labels, autocast(device, amp))

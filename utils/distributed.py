@@ -6,6 +6,7 @@ Three modes, chosen from the environment and ``--gpu``:
 - neither: one process on cuda:0 when CUDA is present, else on the CPU.
 """
 import os
+import platform
 from dataclasses import dataclass, field
 
 import torch
@@ -69,6 +70,13 @@ def parse_device(text):
             raise UserError(f"--device {text}: no GPU with index {device.index} "
                             f"(this machine has {torch.cuda.device_count()})")
     return device
+
+
+def device_name(device):
+    """The GPU's name, or the CPU's model and thread count, for benchmark and check reports."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def is_distributed():
