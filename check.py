@@ -6,7 +6,7 @@
 1. Constant inputs (query = 1, key = 2, value = 3): the output must be exactly 3 and the gradient
    of the value exactly 1 (every position is attended by H + W - 1 positions with weight 1 / (H + W - 1)).
 2. Random inputs: float32 output and gradients against a float64 ground truth computed by an
-   independent formulation (einsums under plain autograd, utils/cca_einsum.py).
+   independent formulation (einsums under plain autograd, references/einsum.py).
 3. A short speed comparison (forward + backward).
 Exits with status 1 when our op misses its tolerances.
 """
@@ -14,13 +14,11 @@ import sys
 
 import torch
 
+from bench.common import median_ms
 from CC import criss_cross_attention
-from cuda_reference import criss_cross_cuda, cuda_reference_status
-from utils.cca_einsum import einsum_criss_cross
-from utils.cli import ArgumentParser
-from utils.distributed import device_name, parse_device
-from utils.errors import exit_on_user_error
-from utils.timing import median_ms
+from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross
+from utils.cli import ArgumentParser, exit_on_user_error
+from utils.runtime import device_name, parse_device
 
 REL_TOL = 1e-6
 

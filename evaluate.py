@@ -28,12 +28,10 @@ import networks
 from dataset.cityscapes_labels import CLASS_NAMES, TRAINID_TO_ID, colorize
 from dataset.datasets import IMG_MEAN, CSDataTestSet, CSDataValSet
 from utils.checkpoint import load_model
-from utils.cli import ArgumentParser, float_list, label_value, size_pair, str2bool
-from utils.distributed import setup, teardown
-from utils.errors import UserError, exit_on_user_error
+from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, label_value, size_pair, str2bool
 from utils.inference import predict
 from utils.metrics import ConfusionMatrix
-from utils.speed_modes import autocast, memory_format
+from utils.runtime import autocast, memory_format, setup, teardown
 
 SEED_README_SPELLINGS_OF_TRUE = {"ture"}
 

@@ -17,16 +17,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 import networks
+from dataset.cityscapes_labels import PALETTE
 from dataset.datasets import IMG_MEAN, CSDataSet
 from sync_batchnorm import DataParallelWithCallback
-from utils import distributed
-from utils.cli import ArgumentParser, label_value, size_pair, str2bool
-from utils.criterion import CriterionDSN, CriterionOhemDSN
-from utils.errors import UserError, exit_on_user_error
+from utils.checkpoint import load_state, restore_state, rng_state, save_atomic, save_state
+from utils.cli import ArgumentParser, UserError, exit_on_user_error, label_value, size_pair, str2bool
 from utils.inference import predict_whole
 from utils.logger import TrainLogger
-from utils.speed_modes import amp_dtype, autocast, memory_format
-from utils.train_state import load_state, restore_state, rng_state, save_atomic, save_state
+from utils.losses import CriterionDSN, CriterionOhemDSN
+from utils.runtime import (all_gather_objects, all_reduce_sum, amp_dtype, autocast, memory_format, setup,
+                           teardown)
 
 def get_args_parser():
     parser = ArgumentParser(description="Train CCNet on Cityscapes.")
@@ -126,8 +126,8 @@ def to_rgb(images):
 
 
 @torch.no_grad()
-def predict(net, images):
-    """Train ids (N, H, W) of `net` in eval mode for images (N, 3, H, W)."""
+def predict_train_ids(net, images):
+    """Train ids (N, H, W) of `net` in eval mode for images (N, 3, H, W), for the tensorboard preview."""
     net.eval()
     train_ids = predict_whole(net, images).argmax(1)
     net.train()
@@ -147,32 +147,31 @@ def check_inputs(args, runtime):
         raise UserError(f"--start-iters {args.start_iters} must lie in [0, --num-steps {args.num_steps})")
 
 
-def main(args):
-    """Train as described by `args`; returns the trained network (unwrapped)."""
-    runtime = distributed.setup(args.gpu)
-    try:
-        return train(args, runtime)
-    finally:
-        distributed.teardown()
-
-
-def train(args, runtime):
-    """Data, model and optimizer, then the loop from the start (or resumed) iteration to --num-steps."""
-    check_inputs(args, runtime)
-    device = runtime.device
-    seed_everything(args.random_seed + runtime.rank)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-    batch_per_rank = args.batch_size // runtime.world_size
+def build_data(args, runtime):
+    """The training set and this rank's sampler; returns (dataset, sampler, batches per epoch)."""
     dataset = CSDataSet(args.data_dir, args.data_list, crop_size=args.input_size, mean=IMG_MEAN,
                         scale=args.random_scale, mirror=args.random_mirror, ignore_label=args.ignore_label)
     sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank,
                                  shuffle=True, seed=args.random_seed)
-    batches_per_epoch = len(sampler) // batch_per_rank
+    batches_per_epoch = len(sampler) // (args.batch_size // runtime.world_size)
     if batches_per_epoch == 0:
         raise UserError(f"{args.data_list} lists {len(dataset)} images, fewer than one batch of {args.batch_size}")
+    return dataset, sampler, batches_per_epoch
 
+
+def build_loader(dataset, sampler, batches_per_epoch, start, args, runtime):
+    """A DataLoader over this rank's samples of iterations start..--num-steps, in epoch order."""
+    batch_per_rank = args.batch_size // runtime.world_size
+    order = epoch_order(sampler, batches_per_epoch, batch_per_rank, start, args.num_steps)
+    # A private generator for the workers' base seed keeps the global torch stream untouched.
+    loader_seed = int(np.random.SeedSequence([args.random_seed, runtime.rank, start]).generate_state(1)[0])
+    return DataLoader(dataset, batch_size=batch_per_rank, sampler=order, num_workers=args.num_workers,
+                      pin_memory=runtime.device.type == "cuda", drop_last=True,
+                      generator=torch.Generator().manual_seed(loader_seed))
+
+
+def build_network(args, device):
+    """The model with its loss inside (model(images, labels) -> loss), on device in train mode."""
     if args.ohem:
         criterion = CriterionOhemDSN(ignore_index=args.ignore_label, thresh=args.ohem_thres,
                                      min_kept=args.ohem_keep)
@@ -184,79 +183,109 @@ def train(args, runtime):
                                pretrained_model=restore_from, recurrence=args.recurrence)
     if restore_from and args.not_restore_last:
         reset_classifiers(net)
-    layout = memory_format(args.channels_last)
-    net.to(device=device, memory_format=layout)
-    dtype = next(net.parameters()).dtype  # the images follow the weights (float64 under a float64 default)
-    net.train()
+    return net.to(device=device, memory_format=memory_format(args.channels_last)).train()
 
+
+def build_optimizer(args, net, device):
+    """SGD with momentum and weight decay, and the GradScaler that float16 autocast needs."""
     optimizer = torch.optim.SGD(net.parameters(), lr=args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    mixed_precision = autocast(device, args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype(device) == torch.float16)
+    return optimizer, scaler
 
+
+def parallelize(net, runtime):
+    """net wrapped for the run: DistributedDataParallel, DataParallel with synchronized BN, or as it is."""
+    if runtime.distributed:
+        return DistributedDataParallel(net, device_ids=runtime.gpu_ids or None)
+    if len(runtime.gpu_ids) > 1:
+        return DataParallelWithCallback(net, device_ids=runtime.gpu_ids)
+    return net
+
+
+def save_snapshot(net, optimizer, scaler, done, images, labels, args, runtime, logger):
+    """After `done` iterations: refuse non-finite weights, then (rank 0) the tensorboard preview,
+    CS_scenes_<done>.pth and the training state last.pth."""
+    if all_reduce_sum(non_finite_count(net)).item():
+        raise UserError(f"non-finite weights after iteration {done}: training stopped, "
+                        f"the snapshots already written in {args.snapshot_dir} are kept")
+    rng_states = all_gather_objects(rng_state())
+    if not runtime.is_main:
+        return
+    shown = images[:args.save_num_images]
+    logger.images(done, to_rgb(shown), labels[:args.save_num_images].cpu().numpy(),
+                  predict_train_ids(net, shown).cpu().numpy())
+    snapshot = os.path.join(args.snapshot_dir, f"CS_scenes_{done}.pth")
+    save_atomic(net.state_dict(), snapshot)
+    save_state(os.path.join(args.snapshot_dir, "last.pth"), net, optimizer, scaler, done, rng_states, args)
+    logger.message(f"iteration {done}: saved {snapshot} and the training state last.pth")
+
+
+def train_steps(model, net, optimizer, scaler, loader, start, args, runtime, logger):
+    """The training loop: one SGD step per batch of the loader, iterations start+1..--num-steps."""
+    device = runtime.device
+    dtype = next(net.parameters()).dtype  # the images follow the weights (float64 under a float64 default)
+    layout = memory_format(args.channels_last)
+    mixed_precision = autocast(device, args.amp)
+    for iteration, (images, labels, _, _) in enumerate(loader, start=start):
+        images = images.to(device, dtype, non_blocking=True, memory_format=layout)  # (B, 3, H, W)
+        labels = labels.to(device, non_blocking=True).long()  # (B, H, W)
+        lr = poly_lr(args.learning_rate, iteration, args.num_steps, args.power)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        with mixed_precision:
+            loss = model(images, labels).mean()  # per-GPU losses under DataParallel
+        loss_value = all_reduce_sum(loss.detach().float().clone()).item() / runtime.world_size
+        if not math.isfinite(loss_value):
+            raise UserError(f"the loss is {loss_value} at iteration {iteration + 1}: training stopped, "
+                            f"the last good snapshot in {args.snapshot_dir} is kept")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+        done = iteration + 1
+        logger.step(done, loss_value, lr)
+        if done % args.save_pred_every == 0 or done == args.num_steps:
+            save_snapshot(net, optimizer, scaler, done, images, labels, args, runtime, logger)
+
+
+def train(args, runtime):
+    """Build the data, model and optimizer (or resume them), then train to --num-steps; returns the network."""
+    check_inputs(args, runtime)
+    seed_everything(args.random_seed + runtime.rank)
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    dataset, sampler, batches_per_epoch = build_data(args, runtime)
+    net = build_network(args, runtime.device)
+    optimizer, scaler = build_optimizer(args, net, runtime.device)
     start = args.start_iters
     if args.resume:
         start = restore_state(load_state(args.resume, args), net, optimizer, scaler, runtime.rank)
         if start >= args.num_steps:
             raise UserError(f"--resume {args.resume} already ran {start} of --num-steps {args.num_steps} iterations")
-
-    if runtime.distributed:
-        model = DistributedDataParallel(net, device_ids=runtime.gpu_ids or None)
-    elif len(runtime.gpu_ids) > 1:
-        model = DataParallelWithCallback(net, device_ids=runtime.gpu_ids)
-    else:
-        model = net
-
-    order = epoch_order(sampler, batches_per_epoch, batch_per_rank, start, args.num_steps)
-    # A private generator for the workers' base seed keeps the global torch stream untouched.
-    loader_seed = int(np.random.SeedSequence([args.random_seed, runtime.rank, start]).generate_state(1)[0])
-    loader = DataLoader(dataset, batch_size=batch_per_rank, sampler=order, num_workers=args.num_workers,
-                        pin_memory=device.type == "cuda", drop_last=True,
-                        generator=torch.Generator().manual_seed(loader_seed))
+    model = parallelize(net, runtime)
+    loader = build_loader(dataset, sampler, batches_per_epoch, start, args, runtime)
 
     if runtime.is_main:
         os.makedirs(args.snapshot_dir, exist_ok=True)
-    logger = TrainLogger(args.log_dir or args.snapshot_dir, start, args.num_steps, args.print_frequency,
+    logger = TrainLogger(args.log_dir or args.snapshot_dir, start, args.num_steps, args.print_frequency, PALETTE,
                          enabled=runtime.is_main)
     try:
-        for iteration, (images, labels, _, _) in enumerate(loader, start=start):
-            images = images.to(device, dtype, non_blocking=True, memory_format=layout)  # (B, 3, H, W)
-            labels = labels.to(device, non_blocking=True).long()  # (B, H, W)
-            lr = poly_lr(args.learning_rate, iteration, args.num_steps, args.power)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
-            with mixed_precision:
-                loss = model(images, labels).mean()  # per-GPU losses under DataParallel
-            loss_sum = distributed.all_reduce_sum(loss.detach().float().clone())
-            loss_value = loss_sum.item() / runtime.world_size
-            if not math.isfinite(loss_value):
-                raise UserError(f"the loss is {loss_value} at iteration {iteration + 1}: training stopped, "
-                                f"the last good snapshot in {args.snapshot_dir} is kept")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-            done = iteration + 1
-            logger.step(done, loss_value, lr)
-            if done % args.save_pred_every == 0 or done == args.num_steps:
-                if distributed.all_reduce_sum(non_finite_count(net)).item():
-                    raise UserError(f"non-finite weights after iteration {done}: training stopped, "
-                                    f"the snapshots already written in {args.snapshot_dir} are kept")
-                rng_states = distributed.all_gather_objects(rng_state())
-                if runtime.is_main:
-                    shown = images[:args.save_num_images]
-                    logger.images(done, to_rgb(shown), labels[:args.save_num_images].cpu().numpy(),
-                                  predict(net, shown).cpu().numpy())
-                    snapshot = os.path.join(args.snapshot_dir, f"CS_scenes_{done}.pth")
-                    save_atomic(net.state_dict(), snapshot)
-                    save_state(os.path.join(args.snapshot_dir, "last.pth"), net, optimizer, scaler, done,
-                               rng_states, args)
-                    logger.message(f"iteration {done}: saved {snapshot} and the training state last.pth")
+        train_steps(model, net, optimizer, scaler, loader, start, args, runtime, logger)
     finally:
         logger.close()
     return net
+
+
+def main(args):
+    """Train as described by `args`; returns the trained network (unwrapped)."""
+    runtime = setup(args.gpu)
+    try:
+        return train(args, runtime)
+    finally:
+        teardown()
 
 
 if __name__ == "__main__":

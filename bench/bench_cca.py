@@ -4,88 +4,23 @@
     python bench/bench_cca.py --device cuda        # GPU at (4, 512, 97, 97), fp32
     python bench/bench_cca.py --device cuda --amp  # the same under bf16 autocast
 
-Formulations: ours (CC.py), the seed's bmm/permute one (rewritten below from its published
-semantics), the einsum one of mmcv >= 1.3.13 (utils/cca_einsum.py), and the CUDA reference where
-it can be built.
+Formulations: ours (CC.py) and those of references/: the seed's bmm/permute one, the einsum one
+of mmcv >= 1.3.13, and the CUDA reference where it can be built.
 Query and key have C // 8 channels, as in CCNet.
 """
 import datetime
-import json
 import sys
-import weakref
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import median_ms, peak_mb, save_record  # noqa: E402
 from CC import criss_cross_attention  # noqa: E402
-from cuda_reference import criss_cross_cuda, cuda_reference_status  # noqa: E402
-from utils.cca_einsum import einsum_criss_cross  # noqa: E402
+from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross  # noqa: E402
 from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
-from utils.distributed import device_name  # noqa: E402
-from utils.timing import median_ms, synchronize  # noqa: E402
-
-
-def seed_formulation(query, key, value):
-    """The seed's CC module without projections: contiguous permuted copies, bmm per row/column."""
-    B, _, H, W = query.shape
-    q_cols = query.permute(0, 3, 2, 1).contiguous().view(B * W, H, -1)   # (BW, H, Cq)
-    q_rows = query.permute(0, 2, 3, 1).contiguous().view(B * H, W, -1)   # (BH, W, Cq)
-    k_cols = key.permute(0, 3, 1, 2).contiguous().view(B * W, -1, H)     # (BW, Cq, H)
-    k_rows = key.permute(0, 2, 1, 3).contiguous().view(B * H, -1, W)     # (BH, Cq, W)
-    v_cols = value.permute(0, 3, 1, 2).contiguous().view(B * W, -1, H)   # (BW, C, H)
-    v_rows = value.permute(0, 2, 1, 3).contiguous().view(B * H, -1, W)   # (BH, C, W)
-    diag = torch.diag(torch.full((H,), float("-inf"), device=query.device)).unsqueeze(0)
-    e_h = (torch.bmm(q_cols, k_cols) + diag).view(B, W, H, H).permute(0, 2, 1, 3)  # (B, H, W, H)
-    e_w = torch.bmm(q_rows, k_rows).view(B, H, W, W)                               # (B, H, W, W)
-    attn = torch.softmax(torch.cat([e_h, e_w], 3), dim=3)
-    a_h = attn[..., :H].permute(0, 2, 1, 3).contiguous().view(B * W, H, H)
-    a_w = attn[..., H:].contiguous().view(B * H, W, W)
-    out_h = torch.bmm(v_cols, a_h.permute(0, 2, 1)).view(B, W, -1, H).permute(0, 2, 3, 1)
-    out_w = torch.bmm(v_rows, a_w.permute(0, 2, 1)).view(B, H, -1, W).permute(0, 2, 1, 3)
-    return out_h + out_w
-
-
-class PeakTensorMemory(TorchDispatchMode):
-    """Peak bytes of tensor storages allocated inside the context (the CPU has no allocator counter)."""
-
-    def __init__(self):
-        super().__init__()
-        self.live, self.current, self.peak = {}, 0, 0
-
-    def _free(self, key):
-        self.current -= self.live.pop(key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                key = storage.data_ptr()
-                if key and key not in self.live:
-                    self.live[key] = storage.nbytes()
-                    self.current += storage.nbytes()
-                    self.peak = max(self.peak, self.current)
-                    weakref.finalize(storage, self._free, key)
-        return out
-
-
-def peak_mb(fn, device):
-    """Peak memory of one call above what was allocated before it, in MiB."""
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    tracker = PeakTensorMemory()
-    with tracker:
-        fn()
-    return tracker.peak / 2**20
+from utils.runtime import device_name  # noqa: E402
 
 
 def rel_err(a, b):
@@ -108,7 +43,7 @@ def main(args):
     grad_out = grad64.float().to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext()
 
-    formulations = {"ours (CC.py)": criss_cross_attention, "seed bmm/permute": seed_formulation,
+    formulations = {"ours (CC.py)": criss_cross_attention, "seed bmm/permute": seed_criss_cross,
                     "mmcv einsum": einsum_criss_cross}
     available, reason = cuda_reference_status()
     if device.type == "cuda" and available:
@@ -150,9 +85,7 @@ def main(args):
               f"{r['peak_mb']:>9.1f} {r['rel_err_out']:>9.1e} {r['rel_err_grad_q']:>9.1e} "
               f"{r['rel_err_grad_k']:>9.1e} {r['rel_err_grad_v']:>9.1e}")
     if args.json:
-        record = {"device": name, "torch": torch.__version__, "date": str(datetime.date.today()),
-                  "shape": [B, C, H, W], "precision": precision, "rows": rows}
-        Path(args.json).write_text(json.dumps(record, indent=2))
+        save_record(args.json, device, {"shape": [B, C, H, W], "precision": precision, "repeat": args.repeat}, rows)
 
 
 def get_args_parser():

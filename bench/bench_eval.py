@@ -27,19 +27,15 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import networks  # noqa: E402
-from bench.bench_train import (benchmark_device,  # noqa: E402
-                               interleaved_median_ms, print_table, save_record, set_tf32, with_tf32)
+from bench.common import (NUM_CLASSES, benchmark_device, interleaved_median_ms, print_table,  # noqa: E402
+                          save_record, set_tf32, with_tf32)
 from bench.seed_baseline import seed_predict, to_seed_style  # noqa: E402
 from dataset.datasets import IMG_MEAN, CSDataValSet  # noqa: E402
 from dataset.synthetic import make_synthetic_cityscapes  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
-from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
-from utils.distributed import device_name  # noqa: E402
-from utils.errors import UserError, exit_on_user_error  # noqa: E402
+from utils.cli import ArgumentParser, UserError, exit_on_user_error, positive_int, size_pair  # noqa: E402
 from utils.inference import predict  # noqa: E402
-from utils.speed_modes import autocast, memory_format  # noqa: E402
-
-NUM_CLASSES = 19
+from utils.runtime import autocast, device_name, memory_format  # noqa: E402
 
 
 def build(args, device):

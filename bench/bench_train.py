@@ -10,13 +10,11 @@ channels_last (train.py --channels-last), + torch.compile (on the GPU by default
 with --compile 1). Every row starts from the same initial weights; the rows are timed in
 interleaved rounds. Peak memory is what the CUDA allocator would peak at during a step with the
 row's model alone on the GPU (weights, gradients and momentum included); on the CPU it is the
-storages allocated during a step (bench_cca.PeakTensorMemory), not measured for compiled code,
+storages allocated during a step (bench.common.PeakTensorMemory), not measured for compiled code,
 whose kernels bypass the dispatcher.
 """
 import copy
 import datetime
-import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -25,26 +23,12 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import networks  # noqa: E402
-from bench.bench_cca import peak_mb  # noqa: E402
+from bench.common import (IGNORE_LABEL, NUM_CLASSES, benchmark_device, interleaved_median_ms,  # noqa: E402
+                          peak_mb, print_table, save_record, set_tf32, with_tf32)
 from bench.seed_baseline import SeedCriterionOhemDSN, to_seed_style  # noqa: E402
-from utils.cli import ArgumentParser, positive_int, size_pair, str2bool  # noqa: E402
-from utils.criterion import CriterionOhemDSN  # noqa: E402
-from utils.distributed import device_name, parse_device  # noqa: E402
-from utils.errors import UserError, exit_on_user_error  # noqa: E402
-from utils.speed_modes import autocast, memory_format  # noqa: E402
-from utils.timing import median_ms  # noqa: E402
-
-NUM_CLASSES = 19
-IGNORE_LABEL = 255
-
-
-def set_tf32(device, enabled):
-    """TF32 for fp32 matmuls and convolutions on CUDA ('ieee' is strict fp32); a no-op on the CPU."""
-    if device.type == "cuda":
-        precision = "tf32" if enabled else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = precision
-        torch.backends.cudnn.conv.fp32_precision = precision
-
+from utils.cli import ArgumentParser, exit_on_user_error, positive_int, size_pair, str2bool  # noqa: E402
+from utils.losses import CriterionOhemDSN  # noqa: E402
+from utils.runtime import autocast, device_name, memory_format  # noqa: E402
 
 def configurations(device, compile_model):
     """The benchmark rows: (name, seed-style, TF32, AMP bf16, channels_last, compile), or a skip note."""
@@ -57,30 +41,6 @@ def configurations(device, compile_model):
     if compile_model:
         rows.append(("+ torch.compile", False, on_gpu, True, True, True))
     return rows
-
-
-def print_table(header, rows, columns):
-    """Print header, then one line per row dict; columns: [(key, title, format)]; None prints a dash."""
-    print(header)
-    widths = [max(len(title), 10) for _, title, _ in columns]
-    widths[0] = max([widths[0]] + [len(str(r[columns[0][0]])) for r in rows])
-    print("  ".join(f"{title:<{w}}" if i == 0 else f"{title:>{w}}"
-                    for i, ((_, title, _), w) in enumerate(zip(columns, widths))))
-    for r in rows:
-        cells = []
-        for i, ((key, _, fmt), w) in enumerate(zip(columns, widths)):
-            value = r.get(key)
-            text = "-" if value is None else format(value, fmt)
-            cells.append(f"{text:<{w}}" if i == 0 else f"{text:>{w}}")
-        print("  ".join(cells))
-
-
-def save_record(path, device, settings, rows):
-    """Write {device, torch, date, settings, rows} as JSON to path."""
-    record = {"device": device_name(device), "torch": torch.__version__,
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "settings": settings, "rows": rows}
-    Path(path).write_text(json.dumps(record, indent=2))
 
 
 def synthetic_batch(batch, size, device, generator):
@@ -130,24 +90,6 @@ def prepare(initial, config, images, labels, args, device):
     return net, optimizer, training_step(model, optimizer, images, labels, autocast(device, amp))
 
 
-def interleaved_median_ms(fns, device, repeat, warmup):
-    """Median ms of each fn over ``repeat`` rounds that call every fn once, after ``warmup`` rounds;
-    a load change on a shared machine then hits every fn alike."""
-    samples = [[] for _ in fns]
-    for _ in range(warmup + repeat):
-        for fn, times in zip(fns, samples):
-            times.append(median_ms(fn, device, repeat=1, warmup=0))
-    return [statistics.median(times[warmup:]) for times in samples]
-
-
-def with_tf32(fn, device, enabled):
-    """fn wrapped to run with TF32 on or off (see set_tf32)."""
-    def run():
-        set_tf32(device, enabled)
-        return fn()
-    return run
-
-
 def measure(initial, configs, images, labels, args, device):
     """Rows of step time, images/s and peak memory, one per configuration."""
     prepared = [prepare(initial, config, images, labels, args, device) for config in configs]
@@ -169,17 +111,6 @@ def add_speedups(rows):
             r["speedup"] = r["images_per_s"] / base["images_per_s"]
             both = r["peak_mb"] is not None and base["peak_mb"]
             r["memory_ratio"] = r["peak_mb"] / base["peak_mb"] if both else None
-
-
-def benchmark_device(args):
-    """The checked --device, seeded, with cuDNN autotuning on CUDA; UserError for unusable flags."""
-    device = parse_device(args.device)
-    if args.warmup < 0:
-        raise UserError(f"--warmup must be at least 0, got {args.warmup}")
-    torch.manual_seed(0)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    return device
 
 
 def main(args):

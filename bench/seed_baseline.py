@@ -2,7 +2,7 @@
 
 What makes the seed (Serge-weihao/CCNet-Pure-Pytorch) slower than this project, kept on purpose:
 - criss-cross attention through contiguous permuted copies and bmm, differentiated by autograd
-  through every intermediate (bench_cca.seed_formulation);
+  through every intermediate (references/seed.py);
 - OHEM on the host: softmax probabilities and labels copied to numpy, downsampled with
   scipy.ndimage.zoom, the threshold found with np.partition, the new target copied back;
 - evaluation on the host: scipy zoom of the input, each tile's logits copied to numpy and
@@ -19,20 +19,19 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.bench_cca import seed_formulation  # noqa: E402
 from CC import CrissCrossAttention  # noqa: E402
-from utils.criterion import DSNLoss  # noqa: E402
-from utils.loss import OhemCrossEntropy2d  # noqa: E402
+from references import seed_criss_cross  # noqa: E402
+from utils.losses import DSNLoss, OhemCrossEntropy2d  # noqa: E402
 
 __all__ = ["SeedCrissCrossAttention", "SeedOhemCrossEntropy2d", "SeedCriterionOhemDSN", "to_seed_style",
-           "seed_predict"]
+           "seed_sliding_logits", "seed_predict"]
 
 
 class SeedCrissCrossAttention(CrissCrossAttention):
     """CrissCrossAttention's parameters, the seed's bmm/permute forward: (B, C, H, W) -> (B, C, H, W)."""
 
     def forward(self, x):
-        return self.gamma * seed_formulation(self.query_conv(x), self.key_conv(x), self.value_conv(x)) + x
+        return self.gamma * seed_criss_cross(self.query_conv(x), self.key_conv(x), self.value_conv(x)) + x
 
 
 class SeedOhemCrossEntropy2d(OhemCrossEntropy2d):
@@ -99,23 +98,26 @@ def to_seed_style(model, criterion=None):
 
 
 @torch.no_grad()
-def seed_predict(model, images, tile_size, num_classes):
-    """The seed evaluate.py's single-scale prediction: class ids (N, H, W) uint8 on the host.
+def seed_sliding_logits(model, images, tile_size, num_classes):
+    """The seed evaluate.py's single-scale logits, accumulated on the host: (N, H, W, K) float64 numpy.
 
-    images: (N, 3, H, W) float32 numpy. Tiles of tile_size (h, w) overlap by 1/3 (the stride taken
-    from the tile height), padded with zeros at the bottom and right; a tile the size of the image
-    is the seed's whole-image mode. The model runs on the device of its parameters.
+    images: (N, 3, H, W) float32 numpy. Tiles of tile_size (h, w) overlap by 1/3 (stride ceil(2/3) of
+    the tile; the seed takes both strides from the tile height, the same for its square tiles), the
+    last row and column shifted back to end at the border, padded with zeros at the bottom and right
+    where the tile is larger than the image; each tile's logits are upsampled to the tile and averaged
+    where tiles overlap. A tile the size of the image is the seed's whole-image mode. The model runs
+    on the device of its parameters.
     """
     device = next(model.parameters()).device
     images = ndimage.zoom(images, (1.0, 1.0, 1.0, 1.0), order=1, prefilter=False)
     n, _, height, width = images.shape
     tile_h, tile_w = tile_size
-    stride = math.ceil(tile_h * 2 / 3)
+    stride_h, stride_w = math.ceil(tile_h * 2 / 3), math.ceil(tile_w * 2 / 3)
     probs = np.zeros((n, height, width, num_classes))  # float64, as in the seed
     count = np.zeros((1, height, width, num_classes))
-    for row in range(math.ceil((height - tile_h) / stride) + 1):
-        for col in range(math.ceil((width - tile_w) / stride) + 1):
-            y2, x2 = min(row * stride + tile_h, height), min(col * stride + tile_w, width)
+    for row in range(max(math.ceil((height - tile_h) / stride_h) + 1, 1)):
+        for col in range(max(math.ceil((width - tile_w) / stride_w) + 1, 1)):
+            y2, x2 = min(row * stride_h + tile_h, height), min(col * stride_w + tile_w, width)
             y1, x1 = max(y2 - tile_h, 0), max(x2 - tile_w, 0)
             tile = images[:, :, y1:y2, x1:x2]
             padded = np.pad(tile, ((0, 0), (0, 0), (0, tile_h - tile.shape[2]), (0, tile_w - tile.shape[3])))
@@ -124,5 +126,9 @@ def seed_predict(model, images, tile_size, num_classes):
             logits = logits.cpu().numpy().transpose(0, 2, 3, 1)  # (N, tile_h, tile_w, K)
             probs[:, y1:y2, x1:x2] += logits[:, :y2 - y1, :x2 - x1]
             count[:, y1:y2, x1:x2] += 1
-    probs /= count
-    return probs.argmax(axis=3).astype(np.uint8)
+    return probs / count
+
+
+def seed_predict(model, images, tile_size, num_classes):
+    """The seed evaluate.py's single-scale prediction: class ids (N, H, W) uint8 on the host."""
+    return seed_sliding_logits(model, images, tile_size, num_classes).argmax(axis=3).astype(np.uint8)

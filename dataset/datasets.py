@@ -18,7 +18,7 @@ import numpy as np
 from torch.utils import data
 
 from dataset.cityscapes_labels import ID_TO_TRAINID, IGNORE_LABEL
-from utils.errors import UserError
+from utils.cli import UserError
 
 # The Caffe ImageNet mean in BGR order, which CCNet's training and evaluation subtract.
 IMG_MEAN = (104.00698793, 116.66876762, 122.67891434)

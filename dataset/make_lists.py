@@ -8,8 +8,7 @@ relative to DIR; the test split lists images only, as the official test.lst does
 """
 import os
 
-from utils.cli import ArgumentParser, str2bool
-from utils.errors import UserError, exit_on_user_error
+from utils.cli import ArgumentParser, UserError, exit_on_user_error, str2bool
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"

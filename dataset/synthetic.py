@@ -16,8 +16,7 @@ import numpy as np
 
 from dataset.cityscapes_labels import NUM_CLASSES, TRAINID_TO_ID
 from dataset.make_lists import IMAGE_SUFFIX, LABEL_SUFFIX, write_list
-from utils.cli import ArgumentParser
-from utils.errors import UserError, exit_on_user_error
+from utils.cli import ArgumentParser, UserError, exit_on_user_error
 
 __all__ = ["make_synthetic_cityscapes", "render_scene"]
 

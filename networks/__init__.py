@@ -1,6 +1,6 @@
 """Segmentation models by name: ``build_model("ccnet", 19, ...)``."""
 from networks import ccnet, deeplabv3, pspnet
-from utils.errors import UserError
+from utils.cli import UserError
 
 MODELS = {
     "ccnet": ccnet.Seg_Model,

@@ -1,6 +1,35 @@
-"""CCNet: dilated ResNet-101 with the recurrent criss-cross attention head (Huang et al., ICCV 2019)."""
-from networks.rcca import RCCAModule
-from networks.segmentation import segmentation_model
+"""CCNet: dilated ResNet-101 with the recurrent criss-cross attention (RCCA) head.
+
+Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation" (ICCV 2019): reduce the
+backbone features, apply one CrissCrossAttention ``recurrence`` times with shared weights (two
+passes let every position reach every other), then classify the features concatenated back
+with the backbone's.
+"""
+import torch
+import torch.nn as nn
+
+from CC import CrissCrossAttention
+from networks.segmentation import classifier, conv_bn_relu, segmentation_model
+
+
+class RCCAModule(nn.Module):
+    """(B, in_channels, h, w) -> (B, num_classes, h, w) logits."""
+
+    def __init__(self, in_channels, num_classes, norm_layer, recurrence=2):
+        super().__init__()
+        inter_channels = in_channels // 4
+        self.recurrence = recurrence
+        self.conva = nn.Sequential(*conv_bn_relu(in_channels, inter_channels, 3, norm_layer))
+        self.cca = CrissCrossAttention(inter_channels)
+        self.convb = nn.Sequential(*conv_bn_relu(inter_channels, inter_channels, 3, norm_layer))
+        self.bottleneck = classifier(in_channels + inter_channels, num_classes, norm_layer)
+
+    def forward(self, x):
+        out = self.conva(x)  # (B, in/4, h, w)
+        for _ in range(self.recurrence):
+            out = self.cca(out)
+        out = self.convb(out)
+        return self.bottleneck(torch.cat([x, out], dim=1))  # (B, K, h, w)
 
 
 def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None):

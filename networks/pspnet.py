@@ -1,8 +1,32 @@
-"""PSPNet on the dilated ResNet-101 of CCNet (Zhao et al., CVPR 2017)."""
-import torch.nn as nn
+"""PSPNet on the dilated ResNet-101 of CCNet.
 
-from networks.psp import PSPModule
-from networks.segmentation import segmentation_model
+Zhao et al., "Pyramid Scene Parsing Network" (CVPR 2017): average-pool the features to 1x1,
+2x2, 3x3 and 6x6 grids, reduce each, upsample back and fuse them with the features.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from networks.segmentation import conv_bn_relu, segmentation_model
+
+
+class PSPModule(nn.Module):
+    """(B, in_channels, h, w) -> (B, out_channels, h, w)."""
+
+    def __init__(self, in_channels, norm_layer, out_channels=512, sizes=(1, 2, 3, 6)):
+        super().__init__()
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(size), *conv_bn_relu(in_channels, out_channels, 1, norm_layer))
+            for size in sizes)
+        self.bottleneck = nn.Sequential(
+            *conv_bn_relu(in_channels + len(sizes) * out_channels, out_channels, 3, norm_layer),
+            nn.Dropout2d(0.1))
+
+    def forward(self, x):
+        size = x.shape[2:]
+        priors = [F.interpolate(stage(x), size=size, mode="bilinear", align_corners=True)
+                  for stage in self.stages]  # each (B, out, h, w)
+        return self.bottleneck(torch.cat(priors + [x], dim=1))
 
 
 def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None):

@@ -2,7 +2,7 @@
 import torch
 import torch.distributed as dist
 
-from utils.distributed import is_distributed
+from utils.runtime import is_distributed
 
 
 class _AllGather(torch.autograd.Function):

@@ -13,7 +13,7 @@ from bench import bench_eval, bench_train
 from bench.seed_baseline import SeedCrissCrossAttention, SeedOhemCrossEntropy2d, seed_predict, to_seed_style
 from CC import CrissCrossAttention
 from utils.inference import predict
-from utils.loss import OhemCrossEntropy2d
+from utils.losses import OhemCrossEntropy2d
 
 ROOT = Path(__file__).resolve().parent.parent
 

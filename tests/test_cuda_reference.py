@@ -1,4 +1,4 @@
-"""The CUDA reference op (cuda_reference/): its source compiles, and its element functions, run
+"""The CUDA reference op (references/cuda/): its source compiles, and its element functions, run
 through the host loops on the CPU (and through the kernels where CUDA is present), match the
 definition of the original op and CC.criss_cross_attention within float32 rounding."""
 import ctypes
@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from CC import criss_cross_attention
-from cuda_reference import CAMap, CAWeight, criss_cross_cuda, cuda_reference_status
-from cuda_reference import build
-from utils.errors import UserError
+from references.cuda import CAMap, CAWeight, build, criss_cross_cuda, cuda_reference_status
+from utils.cli import UserError
 
 NVCC = build.find_nvcc()
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found")

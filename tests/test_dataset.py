@@ -9,7 +9,7 @@ import pytest
 from dataset.cityscapes_labels import (CLASS_NAMES, ID_TO_TRAINID, LABELS, PALETTE, TRAINID_TO_ID,
                                        colorize)
 from dataset.datasets import SCALES, CSDataSet, CSDataTestSet, CSDataValSet
-from utils.errors import UserError
+from utils.cli import UserError
 
 MEAN = np.array((104.00698793, 116.66876762, 122.67891434))
 

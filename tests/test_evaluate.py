@@ -16,9 +16,10 @@ from torch import nn
 
 import evaluate
 import networks
+from bench.seed_baseline import seed_sliding_logits
 from dataset.cityscapes_labels import CLASS_NAMES, ID_TO_TRAINID, PALETTE, TRAINID_TO_ID
 from dataset.synthetic import make_synthetic_cityscapes
-from utils.errors import exit_on_user_error
+from utils.cli import exit_on_user_error
 from utils.inference import predict, predict_sliding, predict_whole, sliding_stride, tile_starts
 
 
@@ -36,30 +37,6 @@ class TinySegNet(nn.Module):
     def forward(self, x):
         out = self.conv(x)
         return [out, torch.zeros_like(out)]
-
-
-def seed_sliding_reference(model, image, tile):
-    """The seed's tile rule, written per tile in float64: tiles at multiples of the stride, shifted
-    back to end at the border, zero-padded when larger than the image, logits averaged. The seed
-    takes both strides from the tile height; for a non-square tile each side has its own here."""
-    _, _, height, width = image.shape
-    stride_h, stride_w = math.ceil(tile[0] * 2 / 3), math.ceil(tile[1] * 2 / 3)
-    rows = max(math.ceil((height - tile[0]) / stride_h) + 1, 1)
-    cols = max(math.ceil((width - tile[1]) / stride_w) + 1, 1)
-    total = count = 0
-    for row in range(rows):
-        for col in range(cols):
-            y2, x2 = min(row * stride_h + tile[0], height), min(col * stride_w + tile[1], width)
-            y1, x1 = max(y2 - tile[0], 0), max(x2 - tile[1], 0)
-            padded = torch.zeros(image.shape[0], 3, *tile)
-            padded[:, :, :y2 - y1, :x2 - x1] = image[:, :, y1:y2, x1:x2]
-            logits = F.interpolate(model(padded)[0], size=tile, mode="bilinear", align_corners=True)
-            placed = torch.zeros(image.shape[0], logits.shape[1], height, width, dtype=torch.float64)
-            placed[:, :, y1:y2, x1:x2] = logits[:, :, :y2 - y1, :x2 - x1].double()
-            mask = torch.zeros(height, width, dtype=torch.float64)
-            mask[y1:y2, x1:x2] = 1
-            total, count = total + placed, count + mask
-    return total / count
 
 
 def test_tile_starts_cover_the_image_and_end_flush_with_it():
@@ -82,9 +59,10 @@ def test_sliding_stride_is_two_thirds_of_the_tile_rounded_up():
 @torch.no_grad()
 @pytest.mark.parametrize("size,tile", [((40, 56), (16, 24)), ((20, 30), (32, 32)), ((33, 17), (16, 16))])
 def test_sliding_window_matches_the_seed_tile_rule(size, tile):
+    """Against the seed's rule, accumulated per tile in float64 on the host (bench.seed_baseline)."""
     model = TinySegNet().eval()
     image = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
-    expected = seed_sliding_reference(model, image, tile)
+    expected = torch.from_numpy(seed_sliding_logits(model, image.numpy(), tile, 4)).permute(0, 3, 1, 2)
     assert torch.allclose(predict_sliding(model, image, tile).double(), expected, atol=1e-5, rtol=0)
 
 

@@ -6,8 +6,7 @@ import pytest
 import scipy.ndimage as nd
 import torch
 
-from utils.criterion import CriterionDSN, CriterionOhemDSN
-from utils.loss import OhemCrossEntropy2d
+from utils.losses import CriterionDSN, CriterionOhemDSN, OhemCrossEntropy2d
 
 IGNORE = 255
 

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 import networks
 from sync_batchnorm import SynchronizedBatchNorm2d
-from utils.errors import UserError
+from utils.cli import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The published key/shape list (a copy of shared/spec/ccnet_resnet101_state_dict.tsv).

@@ -12,7 +12,7 @@ from dataset.cityscapes_labels import ID_TO_TRAINID, TRAINID_TO_ID
 from dataset.datasets import CSDataSet
 from dataset.make_lists import write_list
 from dataset.synthetic import COLORS, make_synthetic_cityscapes
-from utils.errors import UserError
+from utils.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,7 +14,7 @@ import torch
 
 import train
 from dataset.synthetic import make_synthetic_cityscapes
-from utils.errors import UserError
+from utils.cli import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 ROAD_ID, EGO_VEHICLE_ID = 7, 1

@@ -1,5 +1,28 @@
-"""The argument parser and argument types shared by train.py, evaluate.py and check.py."""
+"""The command line shared by every script: one-line user errors, the argument parser, argument types.
+
+A problem with the user's input (a path, a flag, a file) is a UserError: the script prints it as
+one line, ``error: <message>``, and exits non-zero instead of showing a traceback.
+"""
 import argparse
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A problem with the user's input (a path, a flag, a file); printed as one line."""
+
+
+def exit_on_user_error(main):
+    """Wrap a script's main(): a UserError prints ``error: <message>`` to stderr and exits 1."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+    return wrapper
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one line, ``error: <message>``, with exit status 2 and no usage dump."""
@@ -44,7 +67,6 @@ def float_list(text):
     if not values or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}")
     return values
-
 
 
 def _bounded_int(text, low, high, expected):

@@ -6,23 +6,28 @@ import numpy as np
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from dataset.cityscapes_labels import colorize
 
+def color_label(label, palette):
+    """(H, W) integer class ids -> (H, W, 3) uint8 RGB: class k in palette[k], any other id black.
 
-def color_label(label):
-    """(H, W) integer train ids (255 = ignore) -> (H, W, 3) uint8 RGB in the Cityscapes palette."""
-    return np.asarray(colorize(np.asarray(label, dtype=np.uint8)).convert("RGB"))
+    palette: (K, 3) uint8 RGB, one colour per class.
+    """
+    label = np.asarray(label)
+    known = (label >= 0) & (label < len(palette))
+    return np.where(known[..., None], np.asarray(palette, dtype=np.uint8)[np.where(known, label, 0)], 0).astype(np.uint8)
 
 
 class TrainLogger:
     """Reports iterations `start`..`total` (loss, learning rate, speed) and writes tensorboardX logs.
 
     On a terminal, a tqdm bar; otherwise one plain line every `print_frequency` iterations and at
-    the last one. With enabled=False (ranks other than 0) every method does nothing.
+    the last one. Labels and predictions are drawn in `palette` ((K, 3) uint8 RGB). With
+    enabled=False (ranks other than 0) every method does nothing.
     """
 
-    def __init__(self, log_dir, start, total, print_frequency, enabled=True, stream=sys.stdout):
+    def __init__(self, log_dir, start, total, print_frequency, palette, enabled=True, stream=sys.stdout):
         self.enabled = enabled
+        self.palette = palette
         self.total = total
         self.print_frequency = max(1, print_frequency)
         self.stream = stream
@@ -56,8 +61,8 @@ class TrainLogger:
             return
         for i, (image, label, pred) in enumerate(zip(images, labels, preds)):
             self.writer.add_image(f"images/{i}", image, iteration, dataformats="HWC")
-            self.writer.add_image(f"labels/{i}", color_label(label), iteration, dataformats="HWC")
-            self.writer.add_image(f"preds/{i}", color_label(pred), iteration, dataformats="HWC")
+            self.writer.add_image(f"labels/{i}", color_label(label, self.palette), iteration, dataformats="HWC")
+            self.writer.add_image(f"preds/{i}", color_label(pred, self.palette), iteration, dataformats="HWC")
 
     def message(self, text):
         """Print one line without breaking the progress bar."""

@@ -6,7 +6,7 @@ IoU (None) and is left out of the mean.
 """
 import torch
 
-from utils.distributed import all_reduce_sum
+from utils.runtime import all_reduce_sum
 
 
 class ConfusionMatrix:

@@ -9,7 +9,7 @@ element functions (slow, meant for tests).
 import torch
 
 from CC import compute_dtype
-from cuda_reference.build import load_library
+from references.cuda.build import load_library
 
 
 def _launch(name, tensors, dims):

@@ -1,18 +1,20 @@
-"""Process and device setup shared by train.py and evaluate.py.
+"""Where and how a script runs: processes, devices and the speed modes, shared by every script.
 
-Three modes, chosen from the environment and ``--gpu``:
+Three ways to run, chosen from the environment and ``--gpu``:
 - torchrun (RANK/WORLD_SIZE set): one process per GPU with NCCL, or per CPU worker with gloo;
 - ``--gpu 0,1,...``: one process, those CUDA devices (DataParallel when there are several);
 - neither: one process on cuda:0 when CUDA is present, else on the CPU.
+The speed modes are --amp (autocast) and --channels-last.
 """
 import os
 import platform
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 
-from utils.errors import UserError
+from utils.cli import UserError
 
 
 @dataclass
@@ -129,3 +131,20 @@ def all_gather_objects(obj):
     objects = [None] * dist.get_world_size()
     dist.all_gather_object(objects, obj)
     return objects
+
+
+def amp_dtype(device):
+    """bfloat16 where the device supports it (CPUs, CUDA GPUs from Ampere on), else float16."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device, enabled):
+    """torch.autocast on device in amp_dtype(device) when enabled, else a null context."""
+    return torch.autocast(device.type, dtype=amp_dtype(device)) if enabled else nullcontext()
+
+
+def memory_format(channels_last):
+    """torch.channels_last (NHWC) when asked for, else the contiguous NCHW format."""
+    return torch.channels_last if channels_last else torch.contiguous_format

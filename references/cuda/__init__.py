@@ -1,5 +1,5 @@
 """The original CCNet criss-cross CUDA op, built at run time with nvcc, as a reference for CC.py."""
-from cuda_reference.build import cuda_reference_status
-from cuda_reference.criss_cross import CAMap, CAWeight, criss_cross_cuda
+from references.cuda.build import cuda_reference_status
+from references.cuda.criss_cross import CAMap, CAWeight, criss_cross_cuda
 
 __all__ = ["criss_cross_cuda", "cuda_reference_status", "CAWeight", "CAMap"]

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from utils.errors import UserError
+from utils.cli import UserError
 
 SOURCE = Path(__file__).resolve().with_name("criss_cross.cu")
-CACHE_DIR = SOURCE.parent.parent / "build" / "cuda_reference"
+CACHE_DIR = SOURCE.parents[2] / "build" / "cuda_reference"
 FLAGS = ["-O3", "-shared", "-Xcompiler", "-fPIC", "-cudart", "static"]
 DEFAULT_ARCH = "sm_80"
 

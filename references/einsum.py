@@ -1,6 +1,6 @@
 """Criss-cross attention as einsums under plain autograd, the formulation of mmcv >= 1.3.13.
 
-Independent of CC.py's hand-written backward: check.py's float64 ground truth and a peer
+Independent of CC.py's hand-written backward: the float64 ground truth of check.py and a peer
 formulation in bench/bench_cca.py.
 """
 import torch

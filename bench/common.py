@@ -1,0 +1,144 @@
+"""What the benchmarks share: timing, the peak-memory probe, TF32, the device, tables and JSON records.
+
+Times are wall-clock medians with the device synchronized around each call. Peak memory is the CUDA
+allocator's peak on a GPU; on the CPU, which has no allocator counter, it is the peak of the tensor
+storages allocated inside the call, tracked at the dispatcher (PeakTensorMemory).
+"""
+import datetime
+import json
+import statistics
+import sys
+import time
+import weakref
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from utils.cli import UserError  # noqa: E402
+from utils.runtime import device_name, parse_device  # noqa: E402
+
+NUM_CLASSES = 19
+IGNORE_LABEL = 255
+
+
+def synchronize(device):
+    """Wait for the work queued on a CUDA device (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, device, repeat, warmup=2):
+    """Median milliseconds of fn() over `repeat` timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def interleaved_median_ms(fns, device, repeat, warmup):
+    """Median ms of each fn over ``repeat`` rounds that call every fn once, after ``warmup`` rounds;
+    a load change on a shared machine then hits every fn alike."""
+    samples = [[] for _ in fns]
+    for _ in range(warmup + repeat):
+        for fn, times in zip(fns, samples):
+            times.append(median_ms(fn, device, repeat=1, warmup=0))
+    return [statistics.median(times[warmup:]) for times in samples]
+
+
+class PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of tensor storages allocated inside the context (the CPU has no allocator counter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.current, self.peak = {}, 0, 0
+
+    def _free(self, key):
+        self.current -= self.live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.live:
+                    self.live[key] = storage.nbytes()
+                    self.current += storage.nbytes()
+                    self.peak = max(self.peak, self.current)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+
+def peak_mb(fn, device):
+    """Peak memory of one call above what was allocated before it, in MiB."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    tracker = PeakTensorMemory()
+    with tracker:
+        fn()
+    return tracker.peak / 2**20
+
+
+def set_tf32(device, enabled):
+    """TF32 for fp32 matmuls and convolutions on CUDA ('ieee' is strict fp32); a no-op on the CPU."""
+    if device.type == "cuda":
+        precision = "tf32" if enabled else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+
+
+def with_tf32(fn, device, enabled):
+    """fn wrapped to run with TF32 on or off (see set_tf32)."""
+    def run():
+        set_tf32(device, enabled)
+        return fn()
+    return run
+
+
+def benchmark_device(args):
+    """The checked --device, seeded, with cuDNN autotuning on CUDA; UserError for unusable flags."""
+    device = parse_device(args.device)
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be at least 0, got {args.warmup}")
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def print_table(header, rows, columns):
+    """Print header, then one line per row dict; columns: [(key, title, format)]; None prints a dash."""
+    print(header)
+    widths = [max(len(title), 10) for _, title, _ in columns]
+    widths[0] = max([widths[0]] + [len(str(r[columns[0][0]])) for r in rows])
+    print("  ".join(f"{title:<{w}}" if i == 0 else f"{title:>{w}}"
+                    for i, ((_, title, _), w) in enumerate(zip(columns, widths))))
+    for r in rows:
+        cells = []
+        for i, ((key, _, fmt), w) in enumerate(zip(columns, widths)):
+            value = r.get(key)
+            text = "-" if value is None else format(value, fmt)
+            cells.append(f"{text:<{w}}" if i == 0 else f"{text:>{w}}")
+        print("  ".join(cells))
+
+
+def save_record(path, device, settings, rows):
+    """Write {device, torch, date, settings, rows} as JSON to path."""
+    record = {"device": device_name(device), "torch": torch.__version__,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "settings": settings, "rows": rows}
+    Path(path).write_text(json.dumps(record, indent=2))
