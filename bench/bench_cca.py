@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import median_ms, peak_mb, save_record  # noqa: E402
+from bench.common import fill_defaults, median_ms, peak_mb, save_record  # noqa: E402
 from CC import criss_cross_attention  # noqa: E402
 from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross  # noqa: E402
 from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
@@ -101,9 +101,5 @@ def get_args_parser():
 
 
 if __name__ == "__main__":
-    args = get_args_parser().parse_args()
-    on_gpu = args.device.startswith("cuda")
-    args.batch = args.batch or (4 if on_gpu else 2)
-    args.size = args.size or ((97, 97) if on_gpu else (65, 65))
-    args.repeat = args.repeat or (50 if on_gpu else 7)
-    main(args)
+    main(fill_defaults(get_args_parser().parse_args(), cpu={"batch": 2, "size": (65, 65), "repeat": 7},
+                       gpu={"batch": 4, "size": (97, 97), "repeat": 50}))

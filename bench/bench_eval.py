@@ -27,6 +27,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import networks  # noqa: E402
+from bench import common  # noqa: E402
 from bench.common import (NUM_CLASSES, benchmark_device, interleaved_median_ms, print_table,  # noqa: E402
                           save_record, set_tf32, with_tf32)
 from bench.seed_baseline import seed_predict, to_seed_style  # noqa: E402
@@ -171,14 +172,13 @@ def get_args_parser():
     return parser
 
 
+CPU_DEFAULTS = {"image_size": (129, 257), "tile": (97, 97), "repeat": 3, "warmup": 1}
+GPU_DEFAULTS = {"image_size": (1024, 2048), "tile": (769, 769), "repeat": 20, "warmup": 3}
+
+
 def fill_defaults(args):
-    """The CPU or GPU default of every size flag left unset."""
-    on_gpu = args.device.startswith("cuda")
-    args.image_size = args.image_size or ((1024, 2048) if on_gpu else (129, 257))
-    args.tile = args.tile or ((769, 769) if on_gpu else (97, 97))
-    args.repeat = args.repeat or (20 if on_gpu else 3)
-    args.warmup = (3 if on_gpu else 1) if args.warmup is None else args.warmup
-    return args
+    """The CPU or GPU default of every option left unset."""
+    return common.fill_defaults(args, CPU_DEFAULTS, GPU_DEFAULTS)
 
 
 if __name__ == "__main__":

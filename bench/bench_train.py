@@ -23,6 +23,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import networks  # noqa: E402
+from bench import common  # noqa: E402
 from bench.common import (IGNORE_LABEL, NUM_CLASSES, benchmark_device, interleaved_median_ms,  # noqa: E402
                           peak_mb, print_table, save_record, set_tf32, with_tf32)
 from bench.seed_baseline import SeedCriterionOhemDSN, to_seed_style  # noqa: E402
@@ -160,15 +161,13 @@ def get_args_parser():
     return parser
 
 
+CPU_DEFAULTS = {"batch": 1, "size": (97, 97), "compile": False, "repeat": 3, "warmup": 1}
+GPU_DEFAULTS = {"batch": 2, "size": (769, 769), "compile": True, "repeat": 20, "warmup": 5}
+
+
 def fill_defaults(args):
-    """The CPU or GPU default of every size flag left unset."""
-    on_gpu = args.device.startswith("cuda")
-    args.batch = args.batch or (2 if on_gpu else 1)
-    args.size = args.size or ((769, 769) if on_gpu else (97, 97))
-    args.compile = on_gpu if args.compile is None else args.compile
-    args.repeat = args.repeat or (20 if on_gpu else 3)
-    args.warmup = (5 if on_gpu else 1) if args.warmup is None else args.warmup
-    return args
+    """The CPU or GPU default of every option left unset."""
+    return common.fill_defaults(args, CPU_DEFAULTS, GPU_DEFAULTS)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,15 @@ def benchmark_device(args):
     return device
 
 
+def fill_defaults(args, cpu, gpu):
+    """Give every option of args still None its default for the device: gpu's on CUDA, else cpu's."""
+    defaults = gpu if args.device.startswith("cuda") else cpu
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
 def print_table(header, rows, columns):
     """Print header, then one line per row dict; columns: [(key, title, format)]; None prints a dash."""
     print(header)
