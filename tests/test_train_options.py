@@ -65,10 +65,10 @@ def run(tmp_path_factory):
 
 
 def test_amp_runs_the_training_step_under_bf16_autocast_without_a_grad_scaler(run):
+    assert [scaler.is_enabled() for scaler in run["scalers"]] == [False]
     calls = run["training_calls"]
     assert len(calls) == NUM_STEPS - START
     assert [(call["input_dtype"], call["output_dtype"]) for call in calls] == [(torch.float32, torch.bfloat16)] * 2
-    assert [scaler.is_enabled() for scaler in run["scalers"]] == [False]
 
 
 def test_channels_last_trains_nhwc_weights_on_nhwc_images(run):
