@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -103,18 +104,41 @@ def test_bench_eval_times_both_modes_and_writes_json(tmp_path):
     assert rows[0]["speedup"] == rows[4]["speedup"] == 1.0
 
 
-def test_agreement_counts_the_pixels_of_the_synthetic_val_set(tmp_path):
-    checkpoint = tmp_path / "ccnet.pth"
-    torch.save(bench_eval.build(bench_eval.get_args_parser().parse_args([]), torch.device("cpu")).state_dict(),
-               checkpoint)
+def calibrated_checkpoint(path, args):
+    """Save bench_eval's CCNet with the attention on (gamma 1) and every BN's running statistics
+    measured on the validation image of args, so that each BN normalizes what it sees.
+
+    The residual branches keep their zero initial scale: with all of them on, a random ResNet-101
+    is chaotic (measured: bf16 and fp32 then agree on 26-57% of the pixels), which a trained one is not.
+    """
+    torch.manual_seed(0)
+    model = bench_eval.build(bench_eval.get_args_parser().parse_args([]), torch.device("cpu"))  # random weights
+    nn.init.constant_(model.head.cca.gamma, 1.0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the calibration passes
+    with tempfile.TemporaryDirectory() as workdir:
+        image = torch.from_numpy(bench_eval.validation_set(args, workdir)[0][0]).unsqueeze(0)  # (1, 3, H, W)
+    with torch.no_grad():
+        model.train()(image)
+    torch.save(model.state_dict(), path)
+
+
+def test_agreement_is_that_of_bf16_rounding_on_the_synthetic_val_set(tmp_path):
+    """Measured with this checkpoint for 5 seeds of its weights: 96.5-97.4% of the pixels agree
+    under bf16 autocast, 99.4-99.8% under fp16, 100% without autocast; a model that is not the
+    checkpoint's agrees far less. The bounds keep 1.5 points of margin on both sides."""
     out = tmp_path / "agreement.json"
+    checkpoint = tmp_path / "ccnet.pth"
     args = bench_eval.get_args_parser().parse_args(
         ["--agreement", "--restore-from", str(checkpoint), "--synthetic-size", "32,64", "--num-val", "1",
          "--json", str(out)])
+    calibrated_checkpoint(checkpoint, args)
     result = bench_eval.main(bench_eval.fill_defaults(args))
     assert (result["images"], result["pixels"]) == (1, 32 * 64)
-    assert result["agreement"] == result["agreeing_pixels"] / result["pixels"]
-    assert 0 <= result["worst_image_agreement"] <= result["agreement"] <= 1
+    assert result["agreement"] == result["agreeing_pixels"] / result["pixels"] == result["worst_image_agreement"]
+    assert 0.95 <= result["agreement"] <= 0.985
     assert json.loads(out.read_text())["rows"] == [result]
 
 
