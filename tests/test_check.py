@@ -1,10 +1,13 @@
-"""check.py: the seed's precision check passes on the CPU and refuses a device it cannot use."""
+"""check.py: the seed's precision check passes on the CPU, fails a slightly wrong op, refuses a device it cannot use."""
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
 import pytest
+import torch
+
+import check
+from CC import criss_cross_attention
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,3 +28,18 @@ def test_check_on_missing_cuda_is_one_line_error():
     result = run_check("--device", "cuda")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: --device cuda: CUDA is not available on this machine"
+
+
+def test_check_exits_1_naming_both_failures_for_an_op_off_by_1e5(monkeypatch, capsys):
+    """An op whose output and gradients are 1 + 1e-5 times the true ones: not exact on the
+    constants, and above the 1e-6 relative tolerance on random inputs. The timing is left out."""
+    def slightly_wrong(query, key, value):
+        return criss_cross_attention(query, key, value) * (1 + 1e-5)
+
+    monkeypatch.setattr(check, "criss_cross_attention", slightly_wrong)
+    monkeypatch.setattr(check, "fwd_bwd_ms", lambda fn, device: 0.0)
+    with pytest.raises(SystemExit) as stop:
+        check.main(check.get_args_parser().parse_args(["--device", "cpu"]))
+    assert stop.value.code == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "FAILED: constant inputs are not exact; random inputs exceed the relative tolerance 1e-06")
