@@ -106,7 +106,7 @@ def build_loader(info, args, runtime):
         dataset = info.test_set(args.data_list, mean=IMG_MEAN)
     else:
         dataset = info.val_set(args.data_list, mean=IMG_MEAN, ignore_label=args.ignore_label,
-                               warn_unlisted=runtime.is_main)
+                               warn=runtime.is_main)
     shard = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size))
     return DataLoader(shard, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
                       pin_memory=runtime.device.type == "cuda")
@@ -167,9 +167,9 @@ def main(args):
     try:
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        loader = build_loader(info, args, runtime)
         model = networks.build_model(args.model, args.num_classes, recurrence=args.recurrence,
                                      norm_layer=torch.nn.BatchNorm2d)
-        loader = build_loader(info, args, runtime)
         load_model(model, args.restore_from, strict=True)
         model.to(runtime.device, memory_format=memory_format(args.channels_last)).eval()
         if len(runtime.gpu_ids) > 1:

@@ -157,7 +157,7 @@ def check_inputs(args, runtime):
 
 def build_data(info, args, runtime):
     """The training set of dataset `info` and this rank's sampler; returns (dataset, sampler, batches per epoch)."""
-    dataset = info.train_set(args.data_list, warn_unlisted=runtime.is_main, crop_size=args.input_size, mean=IMG_MEAN,
+    dataset = info.train_set(args.data_list, warn=runtime.is_main, crop_size=args.input_size, mean=IMG_MEAN,
                              scale=args.random_scale, mirror=args.random_mirror, ignore_label=args.ignore_label)
     sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank,
                                  shuffle=True, seed=args.random_seed)

@@ -61,17 +61,18 @@ class DatasetInfo:
             return read_list(self.data_dir, list_path, with_labels=split != "test", id_paths=self.id_paths)
         return self.find_samples(split)
 
-    def train_set(self, list_path=None, warn_unlisted=True, **kwargs):
-        """The training SegmentationDataSet (kwargs: crop_size, mean, scale, mirror, ignore_label, max_iters)."""
+    def train_set(self, list_path=None, warn=True, **kwargs):
+        """The training SegmentationDataSet (kwargs: crop_size, mean, scale, mirror, ignore_label, max_iters);
+        warn: report an unlisted label value (False on all processes but one)."""
         samples = self.samples("train", list_path)
-        if warn_unlisted:
+        if warn:
             self.warn_unlisted(samples)
         return SegmentationDataSet(samples, self.label_map, **kwargs)
 
-    def val_set(self, list_path=None, mean=(128, 128, 128), ignore_label=IGNORE_LABEL, warn_unlisted=True):
-        """Whole validation images with their train ids, no augmentation."""
+    def val_set(self, list_path=None, mean=(128, 128, 128), ignore_label=IGNORE_LABEL, warn=True):
+        """Whole validation images with their train ids, no augmentation; warn as in train_set."""
         samples = self.samples("val", list_path)
-        if warn_unlisted:
+        if warn:
             self.warn_unlisted(samples)
         return SegmentationDataSet(samples, self.label_map, crop_size=None, mean=mean, scale=False, mirror=False,
                                    ignore_label=ignore_label)

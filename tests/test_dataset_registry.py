@@ -159,7 +159,7 @@ def test_folder_classes_txt_gives_names_colours_and_train_ids_in_file_order(fold
     assert info.class_names == ("traffic light", "road", "sky")
     assert np.array_equal(info.palette, [[10, 20, 30], [40, 50, 60], [70, 80, 90]])
     assert np.array_equal(info.label_values, [3, 10, 200])
-    dataset = info.val_set(mean=MEAN, warn_unlisted=False)
+    dataset = info.val_set(mean=MEAN, warn=False)
     assert np.array_equal(labels_of(dataset, 0), [[0, 1, 2, 255]] * 2)
     assert np.array_equal(labels_of(dataset, 1), [[0, 255, 1, 255]] * 2)
     assert np.array_equal(dataset[0][0], expected_image(cv2.imread(str(folder_dir / "images" / "a.png"))))
@@ -168,7 +168,8 @@ def test_folder_classes_txt_gives_names_colours_and_train_ids_in_file_order(fold
 def test_folder_classes_json_reads_like_classes_txt(folder_dir):
     os.remove(folder_dir / "classes.txt")
     (folder_dir / "classes.json").write_text(json.dumps([
-        {"value": 3, "name": "traffic light", "color": [10, 20, 30]}, {"value": 10, "name": "road", "color": [40, 50, 60]},
+        {"value": 3, "name": "traffic light", "color": [10, 20, 30]},
+        {"value": 10, "name": "road", "color": [40, 50, 60]},
         {"value": 200, "name": "sky", "color": [70, 80, 90]}]))
     info = get_dataset("folder", str(folder_dir))
     assert info.class_names == ("traffic light", "road", "sky") and np.array_equal(info.label_values, [3, 10, 200])
@@ -182,7 +183,7 @@ def test_folder_unlisted_value_is_one_warning_naming_the_first_file(folder_dir, 
     err = capsys.readouterr().err
     assert err == (f"warning: {folder_dir / 'labels' / 'b.png'} holds label value 7, which classes.txt does not "
                    "list: pixels of unlisted values are ignored\n")
-    info.val_set(warn_unlisted=False)
+    info.val_set(warn=False)
     assert capsys.readouterr().err == ""
 
 
