@@ -2,6 +2,7 @@
 label values, default crop size and where its files are, and the datasets built from it."""
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Optional
 
 import numpy as np
@@ -44,7 +45,7 @@ class DatasetInfo:
     def num_classes(self):
         return len(self.class_names)
 
-    @property
+    @cached_property
     def label_values(self):
         """(K,) uint8: the smallest raw label value of each train id (what --test writes as label ids)."""
         values = np.zeros(self.num_classes, dtype=np.uint8)

@@ -147,10 +147,11 @@ def _value_table(values, ignore_value):
 class Layout:
     """Where a layout puts sample `index` of a split (paths relative to the root) and its label values."""
 
-    def __init__(self, image, label, values, ignore_value, lists):
+    def __init__(self, image, label, values, ignore_value, lists, test_labels=False):
         self.image, self.label = image, label  # (split, index) -> relative path
         self.table = _value_table(values, ignore_value)
         self.lists = lists  # (root, split, [(image, label)]) -> the file or folder naming the split
+        self.test_labels = test_labels  # whether the test split has label files (not listed)
 
 
 def _cityscapes_path(split, index, folder, suffix):
@@ -187,7 +188,7 @@ ADE20K_VALUES = [7, 12, 2, 1, 33, 94, 137, 44, 5, 10, 3, 13, 13, 21, 84, 81, 81,
 LAYOUTS = {
     "cityscapes": Layout(lambda split, i: _cityscapes_path(split, i, "leftImg8bit", IMAGE_SUFFIX),
                          lambda split, i: _cityscapes_path(split, i, "gtFine", LABEL_SUFFIX),
-                         TRAINID_TO_ID, EGO_VEHICLE_ID, _cityscapes_lists),
+                         TRAINID_TO_ID, EGO_VEHICLE_ID, _cityscapes_lists, test_labels=True),
     "voc": Layout(lambda split, i: voc.ID_PATHS[0].format(f"{split}_{i:06d}"),
                   lambda split, i: voc.ID_PATHS[1].format(f"{split}_{i:06d}"), VOC_VALUES, 255, _voc_lists),
     "ade20k": Layout(lambda split, i: f"images/{ade20k.FOLDERS[split]}/ADE_{split}_{i:08d}.jpg",
@@ -213,11 +214,12 @@ def make_synthetic(root, dataset="cityscapes", num_train=30, num_val=10, num_tes
     for (split, _), count in zip(SPLITS, (num_train, num_val, num_test)):
         if count <= 0:
             continue
-        samples = [(layout.image(split, index), None if split == "test" and dataset != "cityscapes"
-                    else layout.label(split, index)) for index in range(count)]
+        labelled = split != "test" or layout.test_labels
+        samples = [(layout.image(split, index), layout.label(split, index) if labelled else None)
+                   for index in range(count)]
         for image_path, label_path in samples:
             image, label_ids = render_scene(rng, height, width)
-            for path in (image_path, label_path or image_path):
+            for path in filter(None, (image_path, label_path)):
                 os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
             cv2.imwrite(os.path.join(root, image_path), image[:, :, ::-1], png if image_path.endswith(".png") else [])
             if label_path is not None:
