@@ -1,4 +1,5 @@
-"""Evaluate a CCNet checkpoint on Cityscapes: per-class IoU, mIoU, pixel accuracy, predicted PNGs.
+"""Evaluate a CCNet checkpoint on Cityscapes (or Pascal VOC, ADE20K, a folder: --dataset): per-class IoU
+with the dataset's class names, mIoU, pixel accuracy, predicted PNGs in its palette.
 
 CCNet: Criss-Cross Attention for Semantic Segmentation (Huang et al., ICCV 2019). The seed README's
 command runs as written (leave out --gpu on a machine without CUDA):
@@ -11,7 +12,8 @@ Prediction is sliding-window over --input-size tiles by default, whole-image wit
 torchrun each process evaluates its own share of the images and the confusion matrices are summed.
 Writes <dirname of --Output>/outputs/<name>.png (palette PNG of train ids) and result.txt (JSON
 {"meanIU", "IU_array"}) next to the checkpoint; --test predicts the unlabelled test split and also
-writes outputs/label_ids/<name>.png in official label ids for the benchmark server.
+writes outputs/label_ids/<name>.png in the dataset's label values (Cityscapes: official label ids)
+for the benchmark server.
 """
 import argparse
 import json
@@ -25,8 +27,8 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 import networks
-from dataset.cityscapes_labels import CLASS_NAMES, TRAINID_TO_ID, colorize
-from dataset.datasets import IMG_MEAN, CSDataTestSet, CSDataValSet
+from dataset.datasets import IMG_MEAN
+from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from utils.checkpoint import load_model
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, label_value, size_pair, str2bool
 from utils.inference import predict
@@ -44,15 +46,19 @@ def whole_flag(text):
 
 
 def get_args_parser():
-    parser = ArgumentParser(description="Evaluate CCNet on Cityscapes", allow_abbrev=False)
+    parser = ArgumentParser(description="Evaluate CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images",
+                            allow_abbrev=False)
+    add_dataset_argument(parser)
     parser.add_argument("--data-dir", type=str, default="cityscapes",
-                        help="Cityscapes root holding leftImg8bit/ and gtFine/")
+                        help="dataset root (Cityscapes: the folder holding leftImg8bit/ and gtFine/)")
     parser.add_argument("--data-list", type=str, default=None,
                         help="list of 'image label' paths relative to --data-dir, images only with --test "
-                             "(default: ./dataset/list/cityscapes/val.lst, or test.lst with --test)")
+                             "(default: the dataset's val or test split; for cityscapes "
+                             "./dataset/list/cityscapes/val.lst, or test.lst with --test)")
     parser.add_argument("--ignore-label", type=label_value, default=255, help="label value left out of the metric")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (per process)")
-    parser.add_argument("--num-classes", type=int, default=19, help="number of classes the model predicts")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="number of classes the model predicts (default: the dataset's, 19 for cityscapes)")
     parser.add_argument("--restore-from", type=str, default="./deeplab_resnet.ckpt",
                         help="checkpoint to evaluate; result.txt is written next to it")
     parser.add_argument("--Output", type=str, default="./",
@@ -60,8 +66,9 @@ def get_args_parser():
     parser.add_argument("--gpu", type=str, default=None,
                         help="CUDA device ids, e.g. 0 or 0,1 (default: cuda:0 when present, else the CPU)")
     parser.add_argument("--recurrence", type=int, default=1, help="criss-cross attention passes")
-    parser.add_argument("--input-size", type=size_pair, default=(769, 769),
-                        help="sliding-window tile as HEIGHT,WIDTH")
+    parser.add_argument("--input-size", type=size_pair, default=None,
+                        help="sliding-window tile as HEIGHT,WIDTH (default: the dataset's crop size, 769,769 "
+                             "for cityscapes)")
     parser.add_argument("--num-workers", type=int, default=8, help="data-loading processes")
     parser.add_argument("--whole", type=whole_flag, nargs="?", const=True, default=False,
                         help="predict each image in one pass instead of by sliding window")
@@ -93,28 +100,28 @@ def check_args(args):
         raise UserError(f"data directory not found: {args.data_dir}")
 
 
-def build_loader(args, runtime):
-    """DataLoader over this process's share of the list: images rank, rank + world_size, ..."""
-    data_list = args.data_list or f"./dataset/list/cityscapes/{'test' if args.test else 'val'}.lst"
+def build_loader(info, args, runtime):
+    """DataLoader over this process's share of the dataset's split: images rank, rank + world_size, ..."""
     if args.test:
-        dataset = CSDataTestSet(args.data_dir, data_list, mean=IMG_MEAN)
+        dataset = info.test_set(args.data_list, mean=IMG_MEAN)
     else:
-        dataset = CSDataValSet(args.data_dir, data_list, mean=IMG_MEAN, ignore_label=args.ignore_label)
+        dataset = info.val_set(args.data_list, mean=IMG_MEAN, ignore_label=args.ignore_label,
+                               warn=runtime.is_main)
     shard = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size))
     return DataLoader(shard, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
                       pin_memory=runtime.device.type == "cuda")
 
 
-def save_predictions(predictions, names, out_dir, label_ids):
-    """Write each (H, W) train-id map as <name>.png in Cityscapes colours, and in label ids if asked."""
+def save_predictions(info, predictions, names, out_dir, label_ids):
+    """Write each (H, W) train-id map as <name>.png in the dataset's colours, and in its label values if asked."""
     for prediction, name in zip(predictions, names):
-        colorize(prediction).save(os.path.join(out_dir, f"{name}.png"))
+        info.colorize(prediction).save(os.path.join(out_dir, f"{name}.png"))
         if label_ids:
-            Image.fromarray(TRAINID_TO_ID[prediction]).save(os.path.join(out_dir, "label_ids", f"{name}.png"))
+            Image.fromarray(info.label_values[prediction]).save(os.path.join(out_dir, "label_ids", f"{name}.png"))
 
 
 @torch.no_grad()
-def evaluate(model, loader, args, device, out_dir, show_progress):
+def evaluate(model, loader, info, args, device, out_dir, show_progress):
     """Predict every image of the loader; returns the confusion matrix (None with --test)."""
     tile_size = None if args.whole else args.input_size
     confmat = None if args.test else ConfusionMatrix(args.num_classes, args.ignore_label, device)
@@ -131,15 +138,19 @@ def evaluate(model, loader, args, device, out_dir, show_progress):
         if confmat is not None:
             confmat.update(predictions, labels)
         if args.save_pred:
-            save_predictions(predictions.to(torch.uint8).cpu().numpy(), names, out_dir, args.test)
+            save_predictions(info, predictions.to(torch.uint8).cpu().numpy(), names, out_dir, args.test)
         bar.update(len(names))
     bar.close()
     return confmat
 
 
-def report(confmat, num_classes):
-    """Print per-class IoU, mIoU and pixel accuracy (in %) as a table; null marks a class seen nowhere."""
-    names = CLASS_NAMES if num_classes == len(CLASS_NAMES) else [f"class {i}" for i in range(num_classes)]
+def report(confmat, class_names):
+    """Print per-class IoU, mIoU and pixel accuracy (in %) as a table; null marks a class seen nowhere.
+
+    class_names name the classes when there are as many as the matrix has, else they are numbered.
+    """
+    num_classes = confmat.num_classes
+    names = class_names if num_classes == len(class_names) else [f"class {i}" for i in range(num_classes)]
     rows = list(zip(names, confmat.iou())) + [("mIoU", confmat.mean_iou()),
                                               ("pixel accuracy", confmat.pixel_accuracy())]
     width = max(len(name) for name, _ in rows) + 2
@@ -150,13 +161,15 @@ def report(confmat, num_classes):
 
 def main(args):
     check_args(args)
+    info = get_dataset(args.dataset, args.data_dir)
+    fill_defaults(args, info)
     runtime = setup(args.gpu)
     try:
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        loader = build_loader(info, args, runtime)
         model = networks.build_model(args.model, args.num_classes, recurrence=args.recurrence,
                                      norm_layer=torch.nn.BatchNorm2d)
-        loader = build_loader(args, runtime)
         load_model(model, args.restore_from, strict=True)
         model.to(runtime.device, memory_format=memory_format(args.channels_last)).eval()
         if len(runtime.gpu_ids) > 1:
@@ -167,7 +180,7 @@ def main(args):
             os.makedirs(os.path.join(out_dir, "label_ids") if args.test else out_dir, exist_ok=True)
 
         start = time.perf_counter()
-        confmat = evaluate(model, loader, args, runtime.device, out_dir, runtime.is_main)
+        confmat = evaluate(model, loader, info, args, runtime.device, out_dir, runtime.is_main)
         seconds = time.perf_counter() - start
         if runtime.is_main:
             count = len(loader.dataset)
@@ -177,7 +190,7 @@ def main(args):
             return None
         confmat.all_reduce()
         if runtime.is_main:
-            report(confmat, args.num_classes)
+            report(confmat, info.class_names)
             result = {"meanIU": confmat.mean_iou(), "IU_array": confmat.iou()}
             with open(os.path.join(os.path.dirname(args.restore_from), "result.txt"), "w") as f:
                 f.write(json.dumps(result))

@@ -1,5 +1,5 @@
 """Train CCNet (Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation", ICCV 2019)
-on Cityscapes with the seed's command line.
+on Cityscapes with the seed's command line, or on Pascal VOC, ADE20K or a folder of your own (--dataset).
 
 Runs on one GPU or the CPU, on several GPUs of one process (``--gpu 0,1,2,3``: DataParallel with
 synchronized BN), or under torchrun (DistributedDataParallel, one process per GPU or CPU worker).
@@ -17,8 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 import networks
-from dataset.cityscapes_labels import PALETTE
-from dataset.datasets import IMG_MEAN, CSDataSet
+from dataset.datasets import IMG_MEAN
+from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from sync_batchnorm import DataParallelWithCallback
 from utils.checkpoint import load_state, restore_state, rng_state, save_atomic, save_state
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, label_value, size_pair, str2bool
@@ -29,21 +29,25 @@ from utils.runtime import (all_gather_objects, all_reduce_sum, amp_dtype, autoca
                            teardown)
 
 def get_args_parser():
-    parser = ArgumentParser(description="Train CCNet on Cityscapes.")
+    parser = ArgumentParser(description="Train CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images.")
+    add_dataset_argument(parser)
     parser.add_argument("--batch-size", type=int, default=8,
                         help="images per iteration, in total over all GPUs and processes")
-    parser.add_argument("--data-dir", default="cityscapes", help="Cityscapes root directory")
-    parser.add_argument("--data-list", default="./dataset/list/cityscapes/train.lst",
-                        help="list of training image/label pairs, relative to --data-dir")
+    parser.add_argument("--data-dir", default="cityscapes", help="dataset root directory")
+    parser.add_argument("--data-list", default=None,
+                        help="list of training image/label pairs, relative to --data-dir (default: the dataset's "
+                             "training split; for cityscapes ./dataset/list/cityscapes/train.lst)")
     parser.add_argument("--ignore-label", type=label_value, default=255, help="label value left out of the loss")
-    parser.add_argument("--input-size", type=size_pair, default=(769, 769), help="crop size HEIGHT,WIDTH")
+    parser.add_argument("--input-size", type=size_pair, default=None,
+                        help="crop size HEIGHT,WIDTH (default: the dataset's, 769,769 for cityscapes)")
     parser.add_argument("--is-training", action="store_true",
                         help="accepted for compatibility with the seed; BN statistics are always updated")
     parser.add_argument("--learning-rate", type=float, default=1e-2, help="base learning rate of the poly schedule")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     parser.add_argument("--not-restore-last", action="store_true",
                         help="re-initialise the two classifier layers after --restore-from (for another class set)")
-    parser.add_argument("--num-classes", type=int, default=19, help="number of classes")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="number of classes (default: the dataset's, 19 for cityscapes)")
     parser.add_argument("--start-iters", type=int, default=0, help="iteration to start the schedule from")
     parser.add_argument("--num-steps", type=int, default=40000, help="number of training iterations")
     parser.add_argument("--print-frequency", type=int, default=50,
@@ -135,9 +139,12 @@ def predict_train_ids(net, images):
 
 
 def check_inputs(args, runtime):
-    """Fail early, with one line, on flags that cannot work."""
+    """Fail early, with one line, on flags that cannot work; returns the dataset's description, with
+    the flags left unset filled from it."""
     if not os.path.isdir(args.data_dir):
         raise UserError(f"--data-dir {args.data_dir}: no such directory")
+    info = get_dataset(args.dataset, args.data_dir)
+    fill_defaults(args, info)
     for name in ("batch_size", "num_steps", "save_pred_every", "num_classes"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -145,17 +152,19 @@ def check_inputs(args, runtime):
         raise UserError(f"--batch-size {args.batch_size} cannot be split over {runtime.world_size} processes")
     if not 0 <= args.start_iters < args.num_steps:
         raise UserError(f"--start-iters {args.start_iters} must lie in [0, --num-steps {args.num_steps})")
+    return info
 
 
-def build_data(args, runtime):
-    """The training set and this rank's sampler; returns (dataset, sampler, batches per epoch)."""
-    dataset = CSDataSet(args.data_dir, args.data_list, crop_size=args.input_size, mean=IMG_MEAN,
-                        scale=args.random_scale, mirror=args.random_mirror, ignore_label=args.ignore_label)
+def build_data(info, args, runtime):
+    """The training set of dataset `info` and this rank's sampler; returns (dataset, sampler, batches per epoch)."""
+    dataset = info.train_set(args.data_list, warn=runtime.is_main, crop_size=args.input_size, mean=IMG_MEAN,
+                             scale=args.random_scale, mirror=args.random_mirror, ignore_label=args.ignore_label)
     sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank,
                                  shuffle=True, seed=args.random_seed)
     batches_per_epoch = len(sampler) // (args.batch_size // runtime.world_size)
     if batches_per_epoch == 0:
-        raise UserError(f"{args.data_list} lists {len(dataset)} images, fewer than one batch of {args.batch_size}")
+        raise UserError(f"{args.data_list or f'the {info.name} training split'} lists {len(dataset)} images, "
+                        f"fewer than one batch of {args.batch_size}")
     return dataset, sampler, batches_per_epoch
 
 
@@ -253,11 +262,11 @@ def train_steps(model, net, optimizer, scaler, loader, start, args, runtime, log
 
 def train(args, runtime):
     """Build the data, model and optimizer (or resume them), then train to --num-steps; returns the network."""
-    check_inputs(args, runtime)
+    info = check_inputs(args, runtime)
     seed_everything(args.random_seed + runtime.rank)
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    dataset, sampler, batches_per_epoch = build_data(args, runtime)
+    dataset, sampler, batches_per_epoch = build_data(info, args, runtime)
     net = build_network(args, runtime.device)
     optimizer, scaler = build_optimizer(args, net, runtime.device)
     start = args.start_iters
@@ -270,7 +279,7 @@ def train(args, runtime):
 
     if runtime.is_main:
         os.makedirs(args.snapshot_dir, exist_ok=True)
-    logger = TrainLogger(args.log_dir or args.snapshot_dir, start, args.num_steps, args.print_frequency, PALETTE,
+    logger = TrainLogger(args.log_dir or args.snapshot_dir, start, args.num_steps, args.print_frequency, info.palette,
                          enabled=runtime.is_main)
     try:
         train_steps(model, net, optimizer, scaler, loader, start, args, runtime, logger)

@@ -1,8 +1,13 @@
-"""Cityscapes datasets as read by CCNet's train.py and evaluate.py.
+"""Segmentation datasets as read by CCNet's train.py and evaluate.py, and the Cityscapes ones of the seed.
 
-A list file holds one sample a line: ``image_path<TAB>label_path`` relative to the data root
-(test lists hold the image path only). Images are read as BGR, labels are official label ids
-mapped to the 19 train ids (255 = ignore) through one lookup table.
+A sample is an image file and a label file (none for a test image). Images are read as BGR;
+labels hold one raw label value a pixel (8-bit grayscale or palette PNG), mapped to train ids
+(255 = ignore) through the dataset's 256-entry lookup table (Cityscapes: official label ids to
+the 19 train ids).
+
+A list file holds one sample a line: ``image_path label_path`` (tab or spaces) relative to the
+data root (test lists hold the image path only); a leading ``/`` is relative to the root too, as
+in the seed's VOC lists, and with ``id_paths`` a line may hold a bare id instead.
 
 Training augmentation: random scale 0.7 to 2.0 in steps of 0.1 (the official CCNet loader's
 draw reaches 2.1), padding to the crop size (image with 0 after mean subtraction, label with ignore), a random
@@ -15,6 +20,7 @@ import random
 
 import cv2
 import numpy as np
+from PIL import Image
 from torch.utils import data
 
 from dataset.cityscapes_labels import ID_TO_TRAINID, IGNORE_LABEL
@@ -23,14 +29,27 @@ from utils.cli import UserError
 # The Caffe ImageNet mean in BGR order, which CCNet's training and evaluation subtract.
 IMG_MEAN = (104.00698793, 116.66876762, 122.67891434)
 
-__all__ = ["IMG_MEAN", "read_list", "read_image", "to_train_ids", "normalize", "CSDataSet", "CSDataValSet",
-           "CSDataTestSet"]
+__all__ = ["IMG_MEAN", "read_list", "read_image", "read_label", "to_train_ids", "normalize", "SegmentationDataSet",
+           "ImageSet", "CSDataSet", "CSDataValSet", "CSDataTestSet"]
 
 SCALES = tuple(0.7 + step / 10.0 for step in range(14))
 
 
-def read_list(root, list_path, with_labels=True):
-    """Parse a list file -> [(image_file, label_file or None)], checking that every file exists."""
+def _line_paths(row, with_labels, id_paths):
+    """The relative paths a list line names: its own, or those of a bare id (no '/' and no '.')."""
+    if id_paths is not None and len(row) == 1 and "/" not in row[0] and "." not in row[0]:
+        return [template.format(row[0]) for template in id_paths[:2 if with_labels else 1]]
+    if len(row) == 2 or (not with_labels and len(row) == 1):
+        return row[:2 if with_labels else 1]
+    return None
+
+
+def read_list(root, list_path, with_labels=True, id_paths=None):
+    """Parse a list file -> [(image_file, label_file or None)], checking that every file exists.
+
+    id_paths: (image template, label template) such as ("JPEGImages/{}.jpg", "SegmentationClassAug/{}.png")
+    for lines that hold an id only.
+    """
     if not os.path.isfile(list_path):
         raise UserError(f"list file not found: {list_path}")
     with open(list_path) as f:
@@ -39,10 +58,11 @@ def read_list(root, list_path, with_labels=True):
         raise UserError(f"list file {list_path} names no images")
     samples = []
     for number, row in rows:
-        if len(row) != 2 and (with_labels or len(row) != 1):
+        paths = _line_paths(row, with_labels, id_paths)
+        if paths is None:
             expected = "an image path and a label path" if with_labels else "an image path"
             raise UserError(f"{list_path} line {number}: expected {expected}, got {' '.join(row)!r}")
-        files = [os.path.join(root, path) for path in row[:2 if with_labels else 1]]
+        files = [os.path.join(root, path.lstrip("/")) for path in paths]
         for path in files:
             if not os.path.isfile(path):
                 raise UserError(f"{list_path} line {number}: file not found: {path}")
@@ -58,20 +78,37 @@ def read_image(path):
     return image
 
 
-def read_train_ids(path, shape):
-    """uint8 (H, W) train ids of a label-id image, checked to have the image's (H, W)."""
-    label = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+def read_label(path):
+    """uint8 (H, W) label values of an 8-bit grayscale or palette image (a palette image's indices)."""
+    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if label is None:
         raise UserError(f"cannot read label {path} (corrupt or not an image)")
+    if label.ndim == 3:  # OpenCV expands a palette to colours; PIL keeps its indices
+        with Image.open(path) as image:
+            if image.mode != "P":
+                raise UserError(f"label {path} is a {image.mode} image; labels hold one value a pixel "
+                                "(8-bit grayscale or palette PNG)")
+            label = np.asarray(image)
+    if label.dtype != np.uint8:
+        raise UserError(f"label {path} has {label.dtype} values; labels are 8-bit (0..255)")
+    return label
+
+
+def read_train_ids(path, shape, label_map=ID_TO_TRAINID):
+    """uint8 (H, W) train ids of a label image, checked to have the image's (H, W)."""
+    label = read_label(path)
     if label.shape != shape:
         raise UserError(f"label {path} is {label.shape[1]}x{label.shape[0]} but its image is "
                         f"{shape[1]}x{shape[0]} (width x height)")
-    return to_train_ids(label)
+    return to_train_ids(label, label_map)
 
 
-def to_train_ids(label_ids):
-    """uint8 (H, W) official label ids -> uint8 (H, W) train ids through the table's lookup (255 = ignore)."""
-    return cv2.LUT(label_ids, ID_TO_TRAINID)
+def to_train_ids(label_ids, label_map=ID_TO_TRAINID):
+    """uint8 (H, W) raw label values -> uint8 (H, W) train ids through a (256,) lookup (255 = ignore).
+
+    The default table maps official Cityscapes label ids.
+    """
+    return cv2.LUT(label_ids, label_map)
 
 
 def normalize(image, mean, out=None):
@@ -83,20 +120,22 @@ def normalize(image, mean, out=None):
     return out
 
 
-class CSDataSet(data.Dataset):
-    """Cityscapes training samples: (image, label, size, name).
+class SegmentationDataSet(data.Dataset):
+    """Training samples: (image, label, size, name).
 
+    samples: [(image file, label file)]; label_map: (256,) uint8 raw label value -> train id.
     image: float32 (3, crop_h, crop_w) BGR minus ``mean``; label: float32 (crop_h, crop_w) train ids
-    (255 = ignore); size: the original image shape (H, W, 3); name: the label file's stem.
-    With ``crop_size=None`` the whole image is returned, unpadded and uncropped.
+    (255, or ignore_label when given, = ignore); size: the original image shape (H, W, 3); name: the
+    label file's stem. With ``crop_size=None`` the whole image is returned, unpadded and uncropped.
     With ``max_iters`` the list is repeated to hold at least max_iters samples.
     """
 
-    def __init__(self, root, list_path, max_iters=None, crop_size=(321, 321), mean=(128, 128, 128),
-                 scale=True, mirror=True, ignore_label=IGNORE_LABEL):
-        self.files = read_list(root, list_path)
+    def __init__(self, samples, label_map=ID_TO_TRAINID, max_iters=None, crop_size=(321, 321),
+                 mean=(128, 128, 128), scale=True, mirror=True, ignore_label=IGNORE_LABEL):
+        self.files = list(samples)
         if max_iters is not None:
             self.files = self.files * math.ceil(max_iters / len(self.files))
+        self.label_map = label_map
         self.crop_size = None if crop_size is None else tuple(crop_size)
         self.mean = np.asarray(mean, dtype=np.float64)
         self.scale = scale
@@ -109,7 +148,7 @@ class CSDataSet(data.Dataset):
     def __getitem__(self, index):
         image_file, label_file = self.files[index]
         image = read_image(image_file)
-        label = read_train_ids(label_file, image.shape[:2])
+        label = read_train_ids(label_file, image.shape[:2], self.label_map)
         if self.ignore_label != IGNORE_LABEL:
             label = np.where(label == IGNORE_LABEL, self.ignore_label, label)
         name = os.path.splitext(os.path.basename(label_file))[0]
@@ -148,19 +187,11 @@ class CSDataSet(data.Dataset):
         return image_out, label_out
 
 
-class CSDataValSet(CSDataSet):
-    """Whole-image evaluation samples: (image (3, H, W), label (H, W), size, name), no augmentation."""
+class ImageSet(data.Dataset):
+    """Unlabelled images: (image float32 (3, H, W) BGR minus mean, size (H, W, 3), name)."""
 
-    def __init__(self, root, list_path, mean=(128, 128, 128), ignore_label=IGNORE_LABEL):
-        super().__init__(root, list_path, crop_size=None, mean=mean, scale=False, mirror=False,
-                         ignore_label=ignore_label)
-
-
-class CSDataTestSet(data.Dataset):
-    """Cityscapes test images: (image float32 (3, H, W) BGR minus mean, size (H, W, 3), name)."""
-
-    def __init__(self, root, list_path, mean=(128, 128, 128)):
-        self.files = [image for image, _ in read_list(root, list_path, with_labels=False)]
+    def __init__(self, image_files, mean=(128, 128, 128)):
+        self.files = list(image_files)
         self.mean = np.asarray(mean, dtype=np.float64)
 
     def __len__(self):
@@ -170,3 +201,27 @@ class CSDataTestSet(data.Dataset):
         image = read_image(self.files[index])
         name = os.path.splitext(os.path.basename(self.files[index]))[0]
         return normalize(image, self.mean), np.array(image.shape), name
+
+
+class CSDataSet(SegmentationDataSet):
+    """Cityscapes training samples of a list file (official label ids): see SegmentationDataSet."""
+
+    def __init__(self, root, list_path, max_iters=None, crop_size=(321, 321), mean=(128, 128, 128),
+                 scale=True, mirror=True, ignore_label=IGNORE_LABEL):
+        super().__init__(read_list(root, list_path), ID_TO_TRAINID, max_iters, crop_size, mean, scale, mirror,
+                         ignore_label)
+
+
+class CSDataValSet(SegmentationDataSet):
+    """Whole-image evaluation samples: (image (3, H, W), label (H, W), size, name), no augmentation."""
+
+    def __init__(self, root, list_path, mean=(128, 128, 128), ignore_label=IGNORE_LABEL):
+        super().__init__(read_list(root, list_path), ID_TO_TRAINID, crop_size=None, mean=mean, scale=False,
+                         mirror=False, ignore_label=ignore_label)
+
+
+class CSDataTestSet(ImageSet):
+    """Cityscapes test images of a list file: see ImageSet."""
+
+    def __init__(self, root, list_path, mean=(128, 128, 128)):
+        super().__init__([image for image, _ in read_list(root, list_path, with_labels=False)], mean)

@@ -1,24 +1,35 @@
-"""A small synthetic Cityscapes: street-like scenes in the official layout, for demos and tests.
+"""A small synthetic dataset of street-like scenes in the layout of each dataset, for demos and tests.
 
     python -m dataset.synthetic --out data/synthetic_cityscapes
+    python -m dataset.synthetic --out data/synthetic_voc --dataset voc      # also ade20k, folder
 
-writes ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``, the matching
-``gtFine/<split>/<city>/..._gtFine_labelIds.png`` (official label ids, not train ids) and
-``list/{train,val,test}.lst``. Every image holds all 19 classes in a randomized layout (sky,
-buildings, road, sidewalk, terrain, poles with lights and signs, vehicles, people); each class is
-painted in its own saturated colour with mild noise, so a network can recognize it locally,
-and an ego-vehicle strip in some images exercises the ignore label.
+Every image holds all 19 Cityscapes classes in a randomized layout (sky, buildings, road,
+sidewalk, terrain, poles with lights and signs, vehicles, people); each class is painted in its
+own saturated colour with mild noise, so a network can recognize it locally, and an ego-vehicle
+strip in some images exercises the ignore label. Layouts (label values in brackets):
+
+- cityscapes: ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``, the matching
+  ``gtFine/<split>/<city>/..._gtFine_labelIds.png`` (official label ids, not train ids) and
+  ``list/{train,val,test}.lst``;
+- voc: ``JPEGImages/<id>.jpg``, ``SegmentationClassAug/<id>.png`` and ids in
+  ``ImageSets/Segmentation/{train,val,test}.txt`` (the vehicles and people as their VOC classes,
+  everything else background, the strip 255);
+- ade20k: ``images/{training,validation,testing}/*.jpg`` and ``annotations/{training,validation}/*.png``
+  (each class as its nearest ADE20K class, the strip 0 = "other");
+- folder: ``images/{train,val,test}/*.png``, ``labels/{train,val}/*.png`` and ``classes.txt`` listing the
+  19 classes with their Cityscapes label ids, names and colours (the strip 255).
 """
 import os
 
 import cv2
 import numpy as np
 
-from dataset.cityscapes_labels import NUM_CLASSES, TRAINID_TO_ID
+from dataset import ade20k, voc
+from dataset.cityscapes_labels import CLASS_NAMES, NUM_CLASSES, PALETTE, TRAINID_TO_ID
 from dataset.make_lists import IMAGE_SUFFIX, LABEL_SUFFIX, write_list
 from utils.cli import ArgumentParser, UserError, exit_on_user_error
 
-__all__ = ["make_synthetic_cityscapes", "render_scene"]
+__all__ = ["make_synthetic", "make_synthetic_cityscapes", "render_scene", "LAYOUTS"]
 
 (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY,
  PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE) = range(NUM_CLASSES)
@@ -126,33 +137,106 @@ def render_scene(rng, height, width):
     return np.clip(image, 0, 255).astype(np.uint8), label_ids
 
 
-def make_synthetic_cityscapes(root, num_train=30, num_val=10, num_test=5, height=256, width=512, seed=0):
-    """Write the dataset under root; returns {split: list file} for the non-empty splits."""
+def _value_table(values, ignore_value):
+    """(256,) uint8 Cityscapes label id -> the layout's label value: train id t -> values[t], the rest ignore_value."""
+    table = np.full(256, ignore_value, dtype=np.uint8)
+    table[TRAINID_TO_ID] = values
+    return table
+
+
+class Layout:
+    """Where a layout puts sample `index` of a split (paths relative to the root) and its label values."""
+
+    def __init__(self, image, label, values, ignore_value, lists, test_labels=False):
+        self.image, self.label = image, label  # (split, index) -> relative path
+        self.table = _value_table(values, ignore_value)
+        self.lists = lists  # (root, split, [(image, label)]) -> the file or folder naming the split
+        self.test_labels = test_labels  # whether the test split has label files (not listed)
+
+
+def _cityscapes_path(split, index, folder, suffix):
+    city = dict(SPLITS)[split]
+    return f"{folder}/{split}/{city}/{city}_{index:06d}_000019{suffix}"
+
+
+def _cityscapes_lists(root, split, _):
+    path = os.path.join(root, "list", f"{split}.lst")
+    write_list(root, [split], path)
+    return path
+
+
+def _voc_lists(root, split, samples):
+    path = os.path.join(root, voc.SPLIT_LIST.format(split))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("".join(os.path.basename(image)[:-len(".jpg")] + "\n" for image, _ in samples))
+    return path
+
+
+def _folder_lists(root, split, samples):
+    with open(os.path.join(root, "classes.txt"), "w") as f:
+        f.write("# value red green blue name\n")
+        for value, (r, g, b), name in zip(TRAINID_TO_ID, PALETTE, CLASS_NAMES):
+            f.write(f"{value} {r} {g} {b} {name}\n")
+    return os.path.dirname(os.path.join(root, samples[0][0]))
+
+
+# The synthetic classes (Cityscapes train ids) in VOC and ADE20K label values.
+VOC_VALUES = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 7, 7, 6, 19, 14, 2]
+ADE20K_VALUES = [7, 12, 2, 1, 33, 94, 137, 44, 5, 10, 3, 13, 13, 21, 84, 81, 81, 117, 128]
+
+LAYOUTS = {
+    "cityscapes": Layout(lambda split, i: _cityscapes_path(split, i, "leftImg8bit", IMAGE_SUFFIX),
+                         lambda split, i: _cityscapes_path(split, i, "gtFine", LABEL_SUFFIX),
+                         TRAINID_TO_ID, EGO_VEHICLE_ID, _cityscapes_lists, test_labels=True),
+    "voc": Layout(lambda split, i: voc.ID_PATHS[0].format(f"{split}_{i:06d}"),
+                  lambda split, i: voc.ID_PATHS[1].format(f"{split}_{i:06d}"), VOC_VALUES, 255, _voc_lists),
+    "ade20k": Layout(lambda split, i: f"images/{ade20k.FOLDERS[split]}/ADE_{split}_{i:08d}.jpg",
+                     lambda split, i: f"annotations/{ade20k.FOLDERS[split]}/ADE_{split}_{i:08d}.png",
+                     ADE20K_VALUES, 0,
+                     lambda root, split, _: os.path.join(root, "images", ade20k.FOLDERS[split])),
+    "folder": Layout(lambda split, i: f"images/{split}/scene_{i:04d}.png",
+                     lambda split, i: f"labels/{split}/scene_{i:04d}.png", TRAINID_TO_ID, 255, _folder_lists),
+}
+
+
+def make_synthetic(root, dataset="cityscapes", num_train=30, num_val=10, num_test=5, height=256, width=512, seed=0):
+    """Write the dataset in the layout of `dataset` under root; returns {split: what names it} for the
+    non-empty splits: the list file (cityscapes, voc) or the image folder (ade20k, folder)."""
     if height < 32 or width < 64:
         raise UserError(f"synthetic images must be at least 32x64 (height x width), got {height}x{width}")
+    if dataset not in LAYOUTS:
+        raise UserError(f"unknown dataset {dataset!r}: choose from {', '.join(LAYOUTS)}")
+    layout = LAYOUTS[dataset]
     rng = np.random.default_rng(seed)
     png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    lists = {}
-    for (split, city), count in zip(SPLITS, (num_train, num_val, num_test)):
+    named = {}
+    for (split, _), count in zip(SPLITS, (num_train, num_val, num_test)):
         if count <= 0:
             continue
-        image_dir = os.path.join(root, "leftImg8bit", split, city)
-        label_dir = os.path.join(root, "gtFine", split, city)
-        os.makedirs(image_dir, exist_ok=True)
-        os.makedirs(label_dir, exist_ok=True)
-        for index in range(count):
+        labelled = split != "test" or layout.test_labels
+        samples = [(layout.image(split, index), layout.label(split, index) if labelled else None)
+                   for index in range(count)]
+        for image_path, label_path in samples:
             image, label_ids = render_scene(rng, height, width)
-            stem = f"{city}_{index:06d}_000019"
-            cv2.imwrite(os.path.join(image_dir, stem + IMAGE_SUFFIX), image[:, :, ::-1], png)
-            cv2.imwrite(os.path.join(label_dir, stem + LABEL_SUFFIX), label_ids, png)
-        lists[split] = os.path.join(root, "list", f"{split}.lst")
-        write_list(root, [split], lists[split])
-    return lists
+            for path in filter(None, (image_path, label_path)):
+                os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+            cv2.imwrite(os.path.join(root, image_path), image[:, :, ::-1], png if image_path.endswith(".png") else [])
+            if label_path is not None:
+                cv2.imwrite(os.path.join(root, label_path), layout.table[label_ids], png)
+        named[split] = layout.lists(root, split, samples)
+    return named
+
+
+def make_synthetic_cityscapes(root, num_train=30, num_val=10, num_test=5, height=256, width=512, seed=0):
+    """Write a synthetic Cityscapes under root; returns {split: list file} for the non-empty splits."""
+    return make_synthetic(root, "cityscapes", num_train, num_val, num_test, height, width, seed)
 
 
 def get_args_parser():
-    parser = ArgumentParser(description="Write a synthetic Cityscapes in the official layout.")
+    parser = ArgumentParser(description="Write a small synthetic dataset in the official layout of a dataset.")
     parser.add_argument("--out", required=True, help="folder to write (created if missing)")
+    parser.add_argument("--dataset", default="cityscapes", choices=tuple(LAYOUTS), help="layout to write")
     parser.add_argument("--num-train", type=int, default=30)
     parser.add_argument("--num-val", type=int, default=10)
     parser.add_argument("--num-test", type=int, default=5)
@@ -164,9 +248,10 @@ def get_args_parser():
 
 @exit_on_user_error
 def main(args):
-    lists = make_synthetic_cityscapes(args.out, args.num_train, args.num_val, args.num_test,
-                                      args.height, args.width, args.seed)
-    print(f"wrote a synthetic Cityscapes to {args.out}; lists: {', '.join(lists.values())}")
+    named = make_synthetic(args.out, args.dataset, args.num_train, args.num_val, args.num_test,
+                           args.height, args.width, args.seed)
+    print(f"wrote a synthetic {args.dataset} dataset to {args.out}; splits: "
+          + ", ".join(f"{split} {path}" for split, path in named.items()))
 
 
 if __name__ == "__main__":

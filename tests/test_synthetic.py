@@ -1,4 +1,4 @@
-"""The synthetic Cityscapes and the list writer."""
+"""The synthetic Cityscapes, the list writer, and the synthetic layouts of the other datasets."""
 import os
 import subprocess
 import sys
@@ -10,7 +10,8 @@ import pytest
 from dataset.cityscapes_labels import ID_TO_TRAINID, TRAINID_TO_ID
 from dataset.datasets import CSDataSet
 from dataset.make_lists import write_list
-from dataset.synthetic import COLORS, make_synthetic_cityscapes
+from dataset.registry import get_dataset
+from dataset.synthetic import ADE20K_VALUES, COLORS, VOC_VALUES, make_synthetic, make_synthetic_cityscapes
 from utils.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,3 +88,21 @@ def test_make_lists_cli_prints_one_line_and_exits_1_on_a_bad_folder(tmp_path):
                              "--out", str(tmp_path / "val.lst")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: no folder")
+
+
+@pytest.mark.parametrize("name,values,ignored", [
+    ("voc", VOC_VALUES, 255), ("ade20k", ADE20K_VALUES, 0), ("folder", TRAINID_TO_ID.tolist(), 255)])
+def test_every_layout_is_found_by_its_dataset_with_the_classes_as_its_label_values(tmp_path, name, values, ignored):
+    start = time.perf_counter()
+    splits = make_synthetic(str(tmp_path), name, num_train=2, num_val=1, num_test=1, height=32, width=64, seed=3)
+    assert time.perf_counter() - start < 2.0
+    info = get_dataset(name, str(tmp_path))
+    assert [len(info.samples(split)) for split in ("train", "val", "test")] == [2, 1, 1]
+    assert info.samples("test")[0][1] is None and os.path.exists(splits["test"])
+    label_ids = []
+    for image_file, label_file in info.samples("train") + info.samples("val"):
+        label = cv2.imread(label_file, cv2.IMREAD_GRAYSCALE)
+        assert label.shape == cv2.imread(image_file).shape[:2] == (32, 64)
+        label_ids.append(label)
+    assert set(np.unique(label_ids)) <= set(values) | {ignored}
+    assert set(np.unique(label_ids)) >= set(values)

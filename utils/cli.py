@@ -1,7 +1,8 @@
 """The command line shared by every script: one-line user errors, the argument parser, argument types.
 
 A problem with the user's input (a path, a flag, a file) is a UserError: the script prints it as
-one line, ``error: <message>``, and exits non-zero instead of showing a traceback.
+one line, ``error: <message>``, and exits non-zero instead of showing a traceback; a problem the
+run can go on with is one line, ``warning: <message>``.
 """
 import argparse
 import functools
@@ -22,6 +23,11 @@ def exit_on_user_error(main):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
     return wrapper
+
+
+def warn(message):
+    """Print one line, ``warning: <message>``, to stderr; the run goes on."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class ArgumentParser(argparse.ArgumentParser):
