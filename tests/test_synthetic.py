@@ -93,9 +93,7 @@ def test_make_lists_cli_prints_one_line_and_exits_1_on_a_bad_folder(tmp_path):
 @pytest.mark.parametrize("name,values,ignored", [
     ("voc", VOC_VALUES, 255), ("ade20k", ADE20K_VALUES, 0), ("folder", TRAINID_TO_ID.tolist(), 255)])
 def test_every_layout_is_found_by_its_dataset_with_the_classes_as_its_label_values(tmp_path, name, values, ignored):
-    start = time.perf_counter()
     splits = make_synthetic(str(tmp_path), name, num_train=2, num_val=1, num_test=1, height=32, width=64, seed=3)
-    assert time.perf_counter() - start < 2.0
     info = get_dataset(name, str(tmp_path))
     assert [len(info.samples(split)) for split in ("train", "val", "test")] == [2, 1, 1]
     assert info.samples("test")[0][1] is None and os.path.exists(splits["test"])
