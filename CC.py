@@ -44,7 +44,7 @@ def _join(row_part, col_part, like):
 
 
 def _stat_dtype(dtype):
-    """Softmax statistics run in float32 for half types, otherwise in the input dtype."""
+    """Energies and softmax run in float32 for half types, otherwise in the input dtype."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
@@ -52,17 +52,48 @@ def _attention(q_rows, k_rows, q_cols, k_cols):
     """Joint softmax over each position's row and column.
 
     q_rows, k_rows: (B, H, Cq, W); q_cols, k_cols: (B, W, Cq, H). Returns a_row (B, H, W, W) indexed
-    [b, i, j, w] and a_col (B, W, H, H) indexed [b, j, i, h], both contiguous; a_col[b, j, i, i] = 0
-    so that (i, j) counts once.
+    [b, i, j, w] and a_col (B, W, H, H) indexed [b, j, i, h], both contiguous in the inputs' dtype;
+    a_col[b, j, i, i] = 0 so that (i, j) counts once. For half inputs the energies q.k are float32
+    (float16 overflows past 65504). The softmax runs in place in the energy buffers, so one
+    energy-sized buffer is alive besides the attention returned.
     """
-    W = q_rows.shape[3]
-    e_row = q_rows.mT @ k_rows  # (B, H, W, W)
-    e_col = q_cols.mT @ k_cols  # (B, W, H, H)
-    e_col.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
-    # The row part always holds (i, j) itself, so no softmax row is all -inf.
-    energy = torch.cat([e_row, e_col.transpose(1, 2)], dim=-1)  # (B, H, W, W + H)
-    attn = torch.softmax(energy, dim=-1, dtype=_stat_dtype(energy.dtype)).to(q_rows.dtype)
-    return attn[..., :W].contiguous(), attn[..., W:].transpose(1, 2).contiguous()
+    dtype, stat = q_rows.dtype, _stat_dtype(q_rows.dtype)
+    a_row = q_rows.mT.to(stat) @ k_rows.to(stat)  # (B, H, W, W) energies
+    a_col = q_cols.mT.to(stat) @ k_cols.to(stat)  # (B, W, H, H) energies
+    a_col.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
+    # The row part always holds (i, j) itself, so every maximum is finite.
+    peak = torch.maximum(a_row.amax(-1), a_col.amax(-1).mT)  # (B, H, W)
+    a_row.sub_(peak.unsqueeze(-1)).exp_()
+    a_col.sub_(peak.mT.unsqueeze(-1)).exp_()
+    total = a_row.sum(-1) + a_col.sum(-1).mT  # (B, H, W)
+    a_row = a_row.div_(total.unsqueeze(-1)).to(dtype)
+    a_col = a_col.div_(total.mT.unsqueeze(-1)).to(dtype)
+    return a_row, a_col
+
+
+def _inference(query, key, value, chunks=8):
+    """The op's forward when no gradient is needed: q, k (B, Cq, H, W), v (B, C, H, W) -> (B, C, H, W).
+
+    The column products go into the output 1/chunks of the channels at a time, the row products
+    1/chunks of the rows at a time, so besides the attention and the output only temporaries of
+    1/chunks of v's size are alive.
+    """
+    a_row, a_col = _attention(_rows(query), _rows(key), _cols(query), _cols(key))
+    out = torch.empty_like(value)
+    channels, height = value.shape[1:3]
+    channel_step, row_step = -(-channels // chunks), -(-height // chunks)
+    # One statement per slice, so that its temporaries are freed before the next slice's.
+    for b in range(value.shape[0]):
+        for c in range(0, channels, channel_step):
+            part = slice(c, c + channel_step)
+            # (W, c, H) @ (W, H, H) -> (W, c, H), stored as (c, H, W)
+            out[b, part] = (value[b, part].permute(2, 0, 1).contiguous() @ a_col[b].mT).permute(1, 2, 0)
+        for i in range(0, height, row_step):
+            rows = slice(i, i + row_step)
+            # (h, C, W) @ (h, W, W) -> (h, C, W), added as (C, h, W)
+            out[b, :, rows] += torch.bmm(value[b, :, rows].transpose(0, 1),
+                                         a_row[b, rows].mT.contiguous()).transpose(0, 1)
+    return out
 
 
 class _CrissCrossFunction(torch.autograd.Function):
@@ -137,8 +168,10 @@ def criss_cross_attention(query, key, value):
     The inputs are cast to compute_dtype(query, key, value).
     """
     dtype = compute_dtype(query, key, value)
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
+    op = _CrissCrossFunction.apply if needs_grad else _inference
     with torch.autocast(value.device.type, enabled=False):
-        return _CrissCrossFunction.apply(query.to(dtype), key.to(dtype), value.to(dtype))
+        return op(query.to(dtype), key.to(dtype), value.to(dtype))
 
 
 class CrissCrossAttention(nn.Module):

@@ -33,7 +33,8 @@ from utils.checkpoint import load_model
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, label_value, size_pair, str2bool
 from utils.inference import predict
 from utils.metrics import ConfusionMatrix
-from utils.runtime import autocast, memory_format, setup, teardown
+from utils.data_parallel import AutocastDataParallel
+from utils.runtime import add_launcher_arguments, autocast, memory_format, setup, teardown
 
 SEED_README_SPELLINGS_OF_TRUE = {"ture"}
 
@@ -85,6 +86,7 @@ def get_args_parser():
                         help="NHWC memory format for the network and images")
     parser.add_argument("--test", action="store_true",
                         help="the list is the unlabelled test split: predict and save, no metric")
+    add_launcher_arguments(parser)
     return parser
 
 
@@ -173,7 +175,7 @@ def main(args):
         load_model(model, args.restore_from, strict=True)
         model.to(runtime.device, memory_format=memory_format(args.channels_last)).eval()
         if len(runtime.gpu_ids) > 1:
-            model = torch.nn.DataParallel(model, device_ids=runtime.gpu_ids)
+            model = AutocastDataParallel(model, device_ids=runtime.gpu_ids)
 
         out_dir = os.path.join(os.path.dirname(args.Output), "outputs")
         if args.save_pred:

@@ -25,8 +25,8 @@ from utils.cli import ArgumentParser, UserError, exit_on_user_error, label_value
 from utils.inference import predict_whole
 from utils.logger import TrainLogger
 from utils.losses import CriterionDSN, CriterionOhemDSN
-from utils.runtime import (all_gather_objects, all_reduce_sum, amp_dtype, autocast, memory_format, setup,
-                           teardown)
+from utils.runtime import (add_launcher_arguments, all_gather_objects, all_reduce_sum, amp_dtype, autocast,
+                           memory_format, setup, teardown)
 
 def get_args_parser():
     parser = ArgumentParser(description="Train CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images.")
@@ -78,6 +78,7 @@ def get_args_parser():
     parser.add_argument("--channels-last", type=str2bool, nargs="?", const=True, default=False,
                         help="NHWC memory format for the network and images")
     parser.add_argument("--log-dir", default=None, help="tensorboardX directory (default: --snapshot-dir)")
+    add_launcher_arguments(parser)
     return parser
 
 
@@ -271,7 +272,8 @@ def train(args, runtime):
     optimizer, scaler = build_optimizer(args, net, runtime.device)
     start = args.start_iters
     if args.resume:
-        start = restore_state(load_state(args.resume, args), net, optimizer, scaler, runtime.rank)
+        state = load_state(args.resume, args, report=runtime.is_main)
+        start = restore_state(state, net, optimizer, scaler, runtime.rank)
         if start >= args.num_steps:
             raise UserError(f"--resume {args.resume} already ran {start} of --num-steps {args.num_steps} iterations")
     model = parallelize(net, runtime)

@@ -13,14 +13,20 @@ from networks.segmentation import classifier, conv_bn_relu, segmentation_model
 
 
 class RCCAModule(nn.Module):
-    """(B, in_channels, h, w) -> (B, num_classes, h, w) logits."""
+    """(B, in_channels, h, w) -> (B, num_classes, h, w) logits.
+
+    With recurrence 0 the attention is built but frozen (requires_grad False): its forward never
+    runs, and DistributedDataParallel would wait for gradients of trainable parameters that get
+    none. Its tensors stay in the state_dict, so checkpoints keep the published keys and one
+    trained with recurrence 0 loads for recurrence 2, where gamma 0 makes the attention the identity.
+    """
 
     def __init__(self, in_channels, num_classes, norm_layer, recurrence=2):
         super().__init__()
         inter_channels = in_channels // 4
         self.recurrence = recurrence
         self.conva = nn.Sequential(*conv_bn_relu(in_channels, inter_channels, 3, norm_layer))
-        self.cca = CrissCrossAttention(inter_channels)
+        self.cca = CrissCrossAttention(inter_channels).requires_grad_(recurrence > 0)
         self.convb = nn.Sequential(*conv_bn_relu(inter_channels, inter_channels, 3, norm_layer))
         self.bottleneck = classifier(in_channels + inter_channels, num_classes, norm_layer)
 

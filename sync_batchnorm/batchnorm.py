@@ -53,6 +53,11 @@ class _SynchronizedBatchNorm(nn.modules.batchnorm._BatchNorm):
         for index, copy in enumerate(copies):
             copy._exchange, copy._replica_index = exchange, index
 
+    def on_data_parallel_error(self, error):
+        """This replica failed: the others waiting for its statistics raise ``error`` instead."""
+        if self._exchange is not None:
+            self._exchange.abort(error)
+
     def forward(self, x):
         use_batch_stats = self.training or self.running_mean is None
         synchronized = self._exchange is not None or world_size() > 1

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from bench.common import peak_mb
 from CC import CrissCrossAttention, criss_cross_attention
 
 
@@ -109,6 +110,64 @@ def test_half_precision_is_float32_from_rounded_inputs_rounded_once(dtype):
     grad_out = torch.randn_like(out)
     assert_within_roundings([out, *grads(criss_cross_attention, inputs, grad_out)],
                             float32_reference(inputs, grad_out), dtype)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("B,H,W,channels_last", [(2, 5, 7, False), (3, 1, 4, True), (2, 9, 1, False),
+                                                 (1, 17, 3, True)])
+def test_no_grad_path_matches_loop_over_positions(B, H, W, channels_last):
+    """Without gradients the op writes its output slice by slice (up to 1/8 of the rows or channels)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    q, k, v = (x.detach().contiguous(memory_format=layout) for x in random_inputs(B, 3, 20, H, W, seed=5))
+    out = criss_cross_attention(q, k, v)
+    assert out.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(out, loop_reference(q, k, v), rtol=1e-12, atol=1e-12)
+
+
+def test_no_grad_peak_memory_is_inputs_output_and_one_and_a_half_attentions():
+    """At (1, 512, 128, 256), Cq = 64, with the bench's probe (which counts the inputs once they are
+    read through views): at most q + k + v + out + 1.5x the (B, H, W, H + W) float32 attention."""
+    g = torch.Generator().manual_seed(0)
+    B, C, H, W = 1, 512, 128, 256
+    q, k = torch.randn(B, 64, H, W, generator=g), torch.randn(B, 64, H, W, generator=g)
+    v = torch.randn(B, C, H, W, generator=g)
+    attention_mb = B * H * W * (H + W) * 4 / 2**20  # 48 MiB
+    tensors_mb = (2 * q.numel() + 2 * v.numel()) * 4 / 2**20  # q + k + v + out: 144 MiB
+    with torch.no_grad():
+        peak = peak_mb(lambda: criss_cross_attention(q, k, v), torch.device("cpu"))
+    assert peak <= tensors_mb + 1.5 * attention_mb
+
+
+def test_float16_energies_beyond_float16_range_match_float32():
+    """q.k near 72,000 (float16 stops at 65504) but spread over a few tens, so that the softmax is
+    not one-hot: output and gradients as computed in float32 from the same float16 inputs.
+
+    Tolerances follow float16's unit roundoff eps = 2^-11 on each result's scale: the output and
+    the value gradient are averages under the attention (scale max|v|, max|dv|); the softmax
+    gradient de is rounded to float16 before it multiplies k (or q), so dq and dk may be off by
+    eps * max|k| * sum|de|, where sum|de| <= 2 max|dL/da| <= 2 max_ij sum_c |g| * max|v|.
+    """
+    g = torch.Generator().manual_seed(6)
+    q = (30 + 0.05 * torch.randn(2, 80, 6, 7, generator=g)).half()
+    k = (30 + 0.05 * torch.randn(2, 80, 6, 7, generator=g)).half()
+    v = torch.randn(2, 5, 6, 7, generator=g).half()
+    assert torch.einsum("bcij,bciw->bijw", q.float(), k.float()).min() > 65504  # every row energy overflows
+    grad_out = torch.randn(2, 5, 6, 7, generator=g)
+    inputs16 = [x.clone().requires_grad_() for x in (q, k, v)]
+    inputs32 = [x.float().requires_grad_() for x in (q, k, v)]
+    out16, out32 = criss_cross_attention(*inputs16), criss_cross_attention(*inputs32)
+    assert out16.dtype == torch.float16
+    out16.backward(grad_out.half())
+    out32.backward(grad_out)
+    eps = 2.0 ** -11
+    torch.testing.assert_close(out16.float(), out32, rtol=0, atol=4 * eps * v.float().abs().max().item())
+    dv16, dv32 = inputs16[2].grad.float(), inputs32[2].grad
+    torch.testing.assert_close(dv16, dv32, rtol=0, atol=4 * eps * dv32.abs().max().item())
+    da_max = grad_out.abs().sum(1).max().item() * v.float().abs().max().item()
+    for half, single, other in ((inputs16[0], inputs32[0], k), (inputs16[1], inputs32[1], q)):
+        assert torch.isfinite(half.grad).all()
+        bound = 4 * eps * other.float().abs().max().item() * 2 * da_max
+        torch.testing.assert_close(half.grad.float(), single.grad, rtol=0, atol=bound)
 
 
 def test_autocast_computes_in_bfloat16_as_float32_from_rounded_inputs():

@@ -1,13 +1,15 @@
 """The CUDA reference op (references/cuda/): its source compiles, and its element functions, run
 through the host loops on the CPU (and through the kernels where CUDA is present), match the
 definition of the original op and CC.criss_cross_attention within float32 rounding."""
+import contextlib
 import ctypes
+import types
 
 import pytest
 import torch
 
 from CC import criss_cross_attention
-from references.cuda import CAMap, CAWeight, build, criss_cross_cuda, cuda_reference_status
+from references.cuda import CAMap, CAWeight, build, criss_cross, criss_cross_cuda, cuda_reference_status
 from utils.cli import UserError
 
 NVCC = build.find_nvcc()
@@ -103,12 +105,49 @@ def test_status_reports_a_runtime_that_cannot_reach_a_gpu(monkeypatch):
     assert not available and reason.startswith("the library's CUDA runtime cannot use the GPU: ")
 
 
+class RecordingLibrary:
+    """Stands in for the built library: every entry records its arguments and succeeds."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, args)) or 0
+
+
+class FakeCudaTensor:
+    """What _launch reads of a tensor on GPU 2: its device and its data pointer."""
+    device = torch.device("cuda", 2)
+
+    def data_ptr(self):
+        return 4096
+
+
+def test_kernels_launch_on_their_inputs_gpu_and_its_stream(monkeypatch):
+    """The library links its own CUDA runtime, whose current device is not torch's: it must be told."""
+    library = RecordingLibrary()
+    monkeypatch.setattr(criss_cross, "load_library", lambda: library)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream",
+                        lambda device: types.SimpleNamespace(cuda_stream=100 + device.index))
+    criss_cross._launch("cc_map_forward", [FakeCudaTensor()] * 3, (1, 2, 3, 4))
+    assert library.calls == [("cc_map_forward", (2, 102, 4096, 4096, 4096, 1, 2, 3, 4))]
+
+
+def test_cpu_tensors_run_the_host_loops(monkeypatch):
+    library = RecordingLibrary()
+    monkeypatch.setattr(criss_cross, "load_library", lambda: library)
+    tensors = [torch.zeros(1) for _ in range(3)]
+    criss_cross._launch("cc_weight_forward", tensors, (1, 1, 1, 1))
+    assert library.calls == [("cc_weight_forward", (-1, None, *(t.data_ptr() for t in tensors), 1, 1, 1, 1))]
+
+
 @needs_nvcc
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a usable GPU")
 def test_kernel_launch_without_gpu_returns_a_cuda_error_code():
     library = build.load_library()
     t, weight = torch.zeros(1, 2, 3, 4), torch.zeros(1, 6, 3, 4)
-    code = library.cc_weight_forward(1, None, t.data_ptr(), t.data_ptr(), weight.data_ptr(), 1, 2, 3, 4)
+    code = library.cc_weight_forward(0, None, t.data_ptr(), t.data_ptr(), weight.data_ptr(), 1, 2, 3, 4)
     assert code != 0 and library.cc_error_string(code)
     assert weight.eq(0).all()
 
@@ -155,3 +194,13 @@ def test_cuda_kernels_match_cc_output_and_gradients(N, C, H, W):
     inputs = [random(N, 3, H, W, seed=14), random(N, 3, H, W, seed=15), random(N, C, H, W, seed=16)]
     inputs = [x.to(device) for x in inputs]
     check_op_against_reference(criss_cross_cuda, criss_cross_attention, inputs, random(N, C, H, W, seed=17).to(device))
+
+
+@pytest.mark.skipif(not CUDA_AVAILABLE or torch.cuda.device_count() < 2, reason="needs the CUDA reference and two GPUs")
+def test_cuda_kernels_run_on_their_inputs_gpu_while_another_is_current():
+    device = torch.device("cuda", torch.cuda.device_count() - 1)
+    inputs = [random(2, 3, 5, 6, seed=18), random(2, 3, 5, 6, seed=19), random(2, 4, 5, 6, seed=20)]
+    with torch.cuda.device(0):
+        check_op_against_reference(criss_cross_cuda, criss_cross_attention, [x.to(device) for x in inputs],
+                                   random(2, 4, 5, 6, seed=21).to(device))
+        assert torch.cuda.current_device() == 0

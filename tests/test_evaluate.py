@@ -16,6 +16,7 @@ from torch import nn
 
 import evaluate
 import networks
+from bench.common import peak_mb
 from bench.seed_baseline import seed_sliding_logits
 from dataset.cityscapes_labels import CLASS_NAMES, ID_TO_TRAINID, PALETTE, TRAINID_TO_ID
 from dataset.datasets import IMG_MEAN, CSDataValSet
@@ -105,6 +106,30 @@ def test_a_batch_predicts_each_image_as_alone():
     single = torch.cat([predict(model, images[i:i + 1], (24, 24), scales=[0.75, 1.0], flip=True)
                         for i in range(3)])
     assert torch.allclose(batched, single, atol=1e-6, rtol=0)
+
+
+class LayerFourStandIn(nn.Module):
+    """19-class stride-8 logits through one (N, 2048, H/8, W/8) float32 map, as large as CCNet's
+    layer4 output: CCNet's forward holds that map and much more at every scale, so its forward
+    needs at least this stand-in's memory while the accumulation around it is the same."""
+
+    def forward(self, x):
+        pooled = F.avg_pool2d(x, 8, ceil_mode=True)  # (N, 3, h, w)
+        features = pooled.repeat(1, 683, 1, 1)[:, :2048]  # (N, 2048, h, w), a copy
+        return [features[:, :19] * 2]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("flip", [False, True])
+def test_multi_scale_needs_no_more_memory_than_the_largest_scale_alone(flip):
+    """Scales 0.75..1.75: the peak of the whole evaluation equals that of predicting the 1.75 view
+    alone. Every term (forward, views, probability maps) grows with the pixel count, so 256x512
+    stands for 1024x2048 (README: the figures at 1024x2048)."""
+    image = torch.randn(1, 3, 256, 512, generator=torch.Generator().manual_seed(6))
+    model, cpu = LayerFourStandIn(), torch.device("cpu")
+    multi = peak_mb(lambda: predict(model, image, None, [0.75, 1.0, 1.25, 1.5, 1.75], flip), cpu)
+    largest = peak_mb(lambda: predict(model, image, None, [1.75], flip), cpu)
+    assert multi <= largest
 
 
 SEED_README_COMMAND = ("--data-dir {data} --recurrence 2 --model ccnet --restore-from {ckpt} --whole Ture "
@@ -234,12 +259,15 @@ def test_test_split_label_ids_map_back_to_the_train_ids(cityscapes, tmp_path):
         assert np.array_equal(ID_TO_TRAINID[label_ids], train_ids_of(tmp_path / "outputs" / name))
 
 
-def test_torchrun_over_two_processes_equals_one_process(cityscapes, whole_run, tmp_path):
+def test_seed_launcher_over_two_processes_equals_one_process(cityscapes, whole_run, tmp_path, free_port):
+    """The seed's run_local.sh line, `python -m torch.distributed.launch --nproc_per_node=4 evaluate.py
+    ... --gpu 0`, with 2 processes and no --gpu on the CPU. The launcher is torchrun that also
+    passes --local-rank to the script, so this covers torchrun too."""
     argv = common_flags(cityscapes, tmp_path) + ["--whole", "true", "--batch-size", "1"]
     argv[argv.index("--restore-from") + 1] = shutil.copy(cityscapes["ckpt"], tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", "evaluate.py"] + argv,
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2",
+                           f"--master_port={free_port}", "evaluate.py"] + argv,
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     with open(tmp_path / "result.txt") as f:

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 import networks
+from networks.ccnet import RCCAModule
 from sync_batchnorm import SynchronizedBatchNorm2d
 from utils.cli import UserError
 
@@ -124,3 +125,21 @@ def test_channels_last_gives_the_same_logits(ccnet, image, outputs):
         ccnet.to(memory_format=torch.contiguous_format)
     torch.testing.assert_close(main, outputs[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(dsn, outputs[1], atol=1e-4, rtol=1e-4)
+
+
+def test_recurrence_0_freezes_the_unused_attention_and_its_checkpoint_runs_with_recurrence_2():
+    """DistributedDataParallel needs a gradient for every trainable parameter; a recurrence-0 head
+    never runs its attention. Its checkpoint keeps the attention's keys, with gamma 0."""
+    torch.manual_seed(0)
+    head0 = RCCAModule(64, 3, nn.BatchNorm2d, recurrence=0)
+    x = torch.randn(2, 64, 5, 6)
+    head0(x).sum().backward()
+    trainable = {name for name, p in head0.named_parameters() if p.requires_grad}
+    assert trainable == {name for name, p in head0.named_parameters() if p.grad is not None}
+    assert not any(name.startswith("cca.") for name in trainable)
+    head2 = RCCAModule(64, 3, nn.BatchNorm2d, recurrence=2)
+    head2.load_state_dict(head0.state_dict())
+    assert all(p.requires_grad for p in head2.parameters())
+    head0.eval(), head2.eval()
+    with torch.no_grad():
+        assert torch.equal(head2(x), head0(x))

@@ -23,25 +23,33 @@ ROAD_ID, EGO_VEHICLE_ID = 7, 1
 # then saves the returned weights as <prefix><rank>.pth. Dropout masks are drawn per process, so
 # with dropout 2 processes cannot match 1 draw for draw; and the float32 gradients of a ResNet-101
 # at random init are only good to a few percent (against float64), so splitting the batch moves
-# them by that much, while in float64 both runs agree to rounding.
+# them by that much, while in float64 both runs agree to rounding. The residual branches' last BN
+# scales and the attention's gamma, zero at init, are drawn from a fixed generator instead, so that
+# the synchronized BN inside every block and the attention shape the result.
 RUNNER = """
 import os, sys
 import torch
 import networks
 import train
+from networks.resnet import Bottleneck
 
 torch.set_default_dtype(torch.float64)
 
 build_model = networks.build_model
 
-def build_without_dropout(*args, **kwargs):
+def build_nontrivial_without_dropout(*args, **kwargs):
     model = build_model(*args, **kwargs)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout2d):
-            module.p = 0.0
+    scales = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout2d):
+                module.p = 0.0
+            if isinstance(module, Bottleneck):
+                module.bn3.weight.uniform_(0.2, 0.6, generator=scales)
+        model.head.cca.gamma.fill_(0.5)
     return model
 
-networks.build_model = build_without_dropout
+networks.build_model = build_nontrivial_without_dropout
 net = train.main(train.get_args_parser().parse_args(sys.argv[2:]))
 torch.save(net.state_dict(), sys.argv[1] + os.environ.get("RANK", "0") + ".pth")
 """
@@ -144,24 +152,46 @@ def test_loss_falls_over_a_short_run(short_run):
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
-def test_torchrun_two_gloo_processes_match_single_process(small_data, tmp_path):
+def test_two_nodes_on_loopback_match_one_process_with_the_whole_batch(small_data, tmp_path, free_port):
+    """torchrun --nnodes 2 with a c10d rendezvous on 127.0.0.1: two node processes of one gloo worker
+    each, the batch of 2 split over them, train 2 steps to the weights of one process with the whole
+    batch (RUNNER: float64, non-zero residual BN scales and gamma)."""
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER)
     flags = train_flags(small_data, tmp_path / "snapshots", "--num-steps", "2", "--save-pred-every", "2",
                         "--ohem", "0", "--learning-rate", "0.01", "--input-size", "32,64")
-    ddp = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-               str(runner), str(tmp_path / "ddp"), *flags])
-    assert ddp.returncode == 0, ddp.stderr
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+            "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{free_port}", "--rdzv_id", "loopback",
+            str(runner), str(tmp_path / "node"), *flags]
+    env = dict(cpu_env(), OMP_NUM_THREADS="1")
+    nodes = [subprocess.Popen(node, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errors = [proc.communicate(timeout=300)[1] for proc in nodes]
+    assert [proc.returncode for proc in nodes] == [0, 0], errors
     single = run([sys.executable, str(runner), str(tmp_path / "single"), *flags])
     assert single.returncode == 0, single.stderr
-    rank0, rank1 = load(tmp_path / "ddp0.pth"), load(tmp_path / "ddp1.pth")
+    rank0, rank1 = load(tmp_path / "node0.pth"), load(tmp_path / "node1.pth")
     reference = load(tmp_path / "single0.pth")
+    assert reference["layer4.2.bn3.weight"].abs().min() > 0.1 and reference["head.cca.gamma"].abs().min() > 0.1
     for key, value in reference.items():
         assert torch.equal(rank0[key], rank1[key]), key
         if value.is_floating_point():
             torch.testing.assert_close(rank0[key], value, rtol=0, atol=1e-5, msg=key)
         else:
             assert torch.equal(rank0[key], value), key
+
+
+def test_seed_launcher_trains_recurrence_0_over_two_processes(small_data, tmp_path, free_port):
+    """The seed's run_local.sh line, `python -m torch.distributed.launch --nproc_per_node=4 train.py ...
+    --gpu 0,1,2,3`, with 2 processes and no --gpu on the CPU (the launcher passes --local-rank), at
+    the seed's default recurrence 0, whose attention DistributedDataParallel must not wait for."""
+    flags = train_flags(small_data, tmp_path, "--num-steps", "2", "--save-pred-every", "2", "--recurrence", "0",
+                        "--input-size", "32,64")
+    result = run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2",
+                  f"--master_port={free_port}", "train.py", *flags], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load(tmp_path / "last.pth")["iteration"] == 2
+    assert load(tmp_path / "CS_scenes_2.pth")["head.cca.gamma"].eq(0).all()
 
 
 def test_killed_run_resumed_matches_uninterrupted_run(data, tmp_path):
@@ -220,13 +250,21 @@ def test_non_finite_weights_stop_training_before_any_snapshot(data, tmp_path, mo
     assert not list(tmp_path.glob("*.pth"))
 
 
-def test_resume_does_not_read_restore_from(short_run, data, tmp_path):
+def test_resume_does_not_read_restore_from_and_names_each_changed_flag(short_run, data, tmp_path, capsys):
+    """--num-steps and --learning-rate change the schedule: each is named on a line of its own; where
+    files go (--snapshot-dir, --print-frequency) and what a resumed run does not read (--restore-from)
+    are not."""
     out, _ = short_run
+    state = out / "last.pth"
     args = train.get_args_parser().parse_args(train_flags(
-        data, tmp_path, "--num-steps", "9", "--save-pred-every", "9", "--resume", str(out / "last.pth"),
-        "--restore-from", "/no/such/weights.pth"))
+        data, tmp_path, "--num-steps", "9", "--save-pred-every", "9", "--resume", str(state),
+        "--restore-from", "/no/such/weights.pth", "--learning-rate", "0.02", "--print-frequency", "5",
+        "--ohem", "1", "--ohem-keep", "100"))
     train.main(args)
     assert load(tmp_path / "last.pth")["iteration"] == 9
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("--resume")]
+    assert notes == [f"--resume {state}: {change}: the continuation is no longer the uninterrupted run"
+                     for change in ("--learning-rate 0.01 (now 0.02)", "--num-steps 8 (now 9)")]
 
 
 def test_resume_from_a_truncated_state_is_a_user_error_naming_it(short_run, data, tmp_path):
@@ -240,14 +278,15 @@ def test_resume_from_a_truncated_state_is_a_user_error_naming_it(short_run, data
         train.main(args)
 
 
-@pytest.mark.parametrize("flag,value,expected", [
-    ("--num-classes", "5", "--num-classes 19 (now 5)"),
-    ("--model", "pspnet", "--model ccnet (now pspnet)"),
+@pytest.mark.parametrize("flags,expected", [
+    (["--num-classes", "5"], "--num-classes 19 (now 5)"),
+    (["--model", "pspnet"], "--model ccnet (now pspnet)"),
+    (["--recurrence", "0", "--model", "pspnet"], "--model ccnet (now pspnet), --recurrence 2 (now 0)"),
 ])
-def test_resume_from_another_model_is_a_user_error_naming_it(short_run, data, tmp_path, flag, value, expected):
+def test_resume_from_another_model_is_a_user_error_naming_it(short_run, data, tmp_path, flags, expected):
     out, _ = short_run
     args = train.get_args_parser().parse_args(train_flags(
-        data, tmp_path, "--num-steps", "9", "--resume", str(out / "last.pth"), flag, value))
+        data, tmp_path, "--num-steps", "9", "--resume", str(out / "last.pth"), *flags))
     with pytest.raises(UserError, match=re.escape(f"--resume {out / 'last.pth'}: written for another model, "
                                                   f"with {expected}")):
         train.main(args)

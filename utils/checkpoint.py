@@ -1,6 +1,6 @@
 """Checkpoints on disk: model weights in and out, and the full training state of train.py.
 
-Weights load from our snapshots, the official CCNet snapshots or ImageNet backbones: a path or an
+Weights load from our snapshots, the seed's CCNet snapshots or ImageNet backbones: a path or an
 in-memory dict; a bare state_dict or one held under 'model' or 'state_dict'; keys with any number
 of 'module.' prefixes (DataParallel / DDP). The ImageNet classifier 'fc.*' is ignored, and so are
 absent BatchNorm 'num_batches_tracked' counters.
@@ -23,7 +23,13 @@ from utils.cli import UserError
 _PREFIX = "module."
 _SHOWN = 6
 STATE_KEYS = ("model", "optimizer", "scaler", "iteration", "rng", "args")
-MODEL_FLAGS = ("model", "num_classes")  # the flags that decide the model's tensors
+# Flags that decide the model (its tensors or its forward): --resume refuses a change of any of them.
+MODEL_FLAGS = ["model", "num_classes", "recurrence"]
+# Flags that never change a resumed run's arithmetic: where files go, what is logged, the launcher's
+# local rank, and the flags a resumed run does not read (--restore-from, --not-restore-last, --start-iters).
+# A change of any other flag is allowed and reported.
+UNTRACKED_FLAGS = ["resume", "snapshot_dir", "log_dir", "print_frequency", "save_pred_every", "save_num_images",
+                   "local_rank", "restore_from", "not_restore_last", "start_iters"]
 
 
 def read_checkpoint(path):
@@ -139,20 +145,37 @@ def save_state(path, model, optimizer, scaler, iteration, rng_states, args):
     }, path)
 
 
-def load_state(path, args):
-    """Read a state written by save_state() for the model that `args` (--model, --num-classes) builds.
+def changed_flags(stored, args):
+    """The flags of `args` that differ from `stored` (the vars() of the run that wrote a training
+    state) as (model flags, other flags), each a list of '--name STORED (now NOW)'.
 
-    A missing, unreadable or foreign file, or one of another model, is a UserError.
+    UNTRACKED_FLAGS are left out, and so are flags the stored run did not have (added since).
+    """
+    model, other = [], []
+    for name, value in vars(args).items():
+        if name in UNTRACKED_FLAGS or name not in stored or stored[name] == value:
+            continue
+        (model if name in MODEL_FLAGS else other).append(f"--{name.replace('_', '-')} {stored[name]} (now {value})")
+    return model, other
+
+
+def load_state(path, args, report=True):
+    """Read a state written by save_state() for a run with the flags `args`.
+
+    A missing, unreadable or foreign file, or one written for another model (MODEL_FLAGS), is a
+    UserError naming each differing flag; every other changed flag is printed on a line of its
+    own when `report` is set, since the continuation is then no longer the uninterrupted run.
     """
     state = read_checkpoint(path)
     if (not isinstance(state, dict) or any(key not in state for key in STATE_KEYS)
             or not isinstance(state["args"], dict)):
         raise UserError(f"--resume {path}: not a training state written by train.py "
                         "(use --restore-from for model weights)")
-    differ = [f"--{name.replace('_', '-')} {state['args'].get(name)} (now {getattr(args, name)})"
-              for name in MODEL_FLAGS if state["args"].get(name) != getattr(args, name)]
-    if differ:
-        raise UserError(f"--resume {path}: written for another model, with {', '.join(differ)}")
+    model, other = changed_flags(state["args"], args)
+    if model:
+        raise UserError(f"--resume {path}: written for another model, with {', '.join(model)}")
+    for change in other if report else ():
+        print(f"--resume {path}: {change}: the continuation is no longer the uninterrupted run")
     return state
 
 

@@ -53,30 +53,36 @@ def predict_sliding(model, images, tile_size):
     return total / count
 
 
+def _view_probs(model, images, scale, mirrored, tile_size):
+    """Class probabilities (N, K, H, W) of one view of images (N, 3, H, W): resized by ``scale``,
+    mirrored if asked, predicted whole or by sliding window, and brought back to (H, W)."""
+    height, width = images.shape[-2:]
+    view = images
+    if scale != 1.0:
+        size = (max(round(height * scale), 1), max(round(width * scale), 1))
+        view = F.interpolate(images, size=size, mode="bilinear", align_corners=True)
+    if mirrored:
+        view = view.flip(-1)
+    logits = predict_whole(model, view) if tile_size is None else predict_sliding(model, view, tile_size)
+    if mirrored:
+        logits = logits.flip(-1)
+    if logits.shape[-2:] != (height, width):
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
+    return logits.softmax(1)
+
+
 def predict(model, images, tile_size=None, scales=(1.0,), flip=False):
     """Class probabilities (N, K, H, W) for images (N, 3, H, W), averaged over scales and flips.
 
     Each scale resizes the images bilinearly, predicts them whole (``tile_size`` None) or by sliding
     window, and resizes the logits back to (H, W) before the softmax; ``flip`` adds the mirrored
-    images, their prediction mirrored back.
+    images, their prediction mirrored back. The largest scale runs first, while nothing is summed
+    yet, and each view is added in place, so the smaller scales that follow never need more memory
+    than the largest one: multi-scale evaluation costs what the largest scale alone does.
     """
-    height, width = images.shape[-2:]
-    probs = None
-    views = 0
-    for scale in scales:
-        if scale == 1.0:
-            scaled = images
-        else:
-            size = (max(round(height * scale), 1), max(round(width * scale), 1))
-            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=True)
-        for mirrored in ((False, True) if flip else (False,)):
-            view = scaled.flip(-1) if mirrored else scaled
-            logits = predict_whole(model, view) if tile_size is None else predict_sliding(model, view, tile_size)
-            if mirrored:
-                logits = logits.flip(-1)
-            if logits.shape[-2:] != (height, width):
-                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
-            p = logits.softmax(1)
-            probs = p if probs is None else probs + p
-            views += 1
-    return probs / views
+    views = [(scale, mirrored) for scale in sorted(scales, reverse=True)
+             for mirrored in ((False, True) if flip else (False,))]
+    probs = _view_probs(model, images, *views[0], tile_size)
+    for scale, mirrored in views[1:]:
+        probs += _view_probs(model, images, scale, mirrored, tile_size)
+    return probs.div_(len(views))

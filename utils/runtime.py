@@ -6,6 +6,7 @@ Three ways to run, chosen from the environment and ``--gpu``:
 - neither: one process on cuda:0 when CUDA is present, else on the CPU.
 The speed modes are --amp (autocast) and --channels-last.
 """
+import argparse
 import os
 import platform
 from contextlib import nullcontext
@@ -86,8 +87,20 @@ def is_distributed():
     return dist.is_available() and dist.is_initialized()
 
 
+def add_launcher_arguments(parser):
+    """Accept the ``--local-rank N`` (or ``--local_rank N``) that torch.distributed.launch appends.
+
+    The launcher also sets LOCAL_RANK in the environment, which setup() reads, so the value is not used.
+    """
+    parser.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)
+
+
 def setup(gpu):
-    """Start the run described by torchrun's environment and --gpu; returns a Runtime."""
+    """Start the run described by torchrun's environment and --gpu; returns a Runtime.
+
+    The process's GPU becomes the current CUDA device, so that nothing starts a context on GPU 0
+    and code that launches on the current device (cuDNN, custom kernels) uses the right GPU.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:
         rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
@@ -104,11 +117,13 @@ def setup(gpu):
         dist.init_process_group(backend=backend)
         return Runtime(device, [device.index] if device.type == "cuda" else [], rank, world_size)
     ids = parse_gpu_ids(gpu)
-    if ids:
-        return Runtime(torch.device("cuda", ids[0]), ids)
-    if torch.cuda.is_available():
-        return Runtime(torch.device("cuda", 0), [0])
-    return Runtime(torch.device("cpu"))
+    if not ids and torch.cuda.is_available():
+        ids = [0]
+    if not ids:
+        return Runtime(torch.device("cpu"))
+    device = torch.device("cuda", ids[0])
+    torch.cuda.set_device(device)
+    return Runtime(device, ids)
 
 
 def teardown():
@@ -134,8 +149,13 @@ def all_gather_objects(obj):
 
 
 def amp_dtype(device):
-    """bfloat16 where the device supports it (CPUs, CUDA GPUs from Ampere on), else float16."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    """bfloat16 where the hardware computes in it (CPUs, CUDA GPUs of compute capability 8.0 and
+    later, ROCm GPUs), else float16 (with a GradScaler in training).
+
+    Not torch.cuda.is_bf16_supported(), which by default counts emulated bfloat16 as supported:
+    a V100 or a 2080 Ti would then train slowly in emulated bfloat16.
+    """
+    if device.type == "cuda" and not (torch.version.hip or torch.cuda.get_device_capability(device) >= (8, 0)):
         return torch.float16
     return torch.bfloat16
 

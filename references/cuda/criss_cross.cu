@@ -108,17 +108,21 @@ __global__ void element_kernel(const float* a, const float* b, float* out, Dims 
         out[i] = Op::at(a, b, d, i);
 }
 
-// Fills out with Op on the GPU (on_device != 0, launched on stream) or in a host loop.
+// Fills out with Op on GPU `device` (launched on stream, a stream of that device) or, for device -1,
+// in a host loop. The statically linked runtime keeps its own current device, so it is set here:
+// the pointers belong to `device`, whichever GPU the caller's runtime has current.
 // Returns a cudaError_t value; 0 is success.
 template <class Op>
-int run(int on_device, void* stream, const float* a, const float* b, float* out, Dims d)
+int run(int device, void* stream, const float* a, const float* b, float* out, Dims d)
 {
     long long total = Op::count(d);
-    if (!on_device) {
+    if (device < 0) {
         for (long long i = 0; i < total; ++i) out[i] = Op::at(a, b, d, i);
         return 0;
     }
     if (total == 0) return 0;
+    cudaError_t err = cudaSetDevice(device);
+    if (err != cudaSuccess) return (int)err;
     const int threads = 256;
     long long blocks = (total + threads - 1) / threads;
     if (blocks > (1 << 20)) blocks = 1 << 20;  // the grid-stride loop covers the rest
@@ -129,35 +133,35 @@ int run(int on_device, void* stream, const float* a, const float* b, float* out,
 extern "C" {
 
 // ca_weight: t, f (n, c, h, w) -> weight (n, h + w - 1, h, w).
-int cc_weight_forward(int on_device, void* stream, const float* t, const float* f, float* weight,
+int cc_weight_forward(int device, void* stream, const float* t, const float* f, float* weight,
                       int n, int c, int h, int w)
 {
-    return run<ChannelDot>(on_device, stream, t, f, weight, Dims{n, c, h, w});
+    return run<ChannelDot>(device, stream, t, f, weight, Dims{n, c, h, w});
 }
 
 // ca_weight backward: dweight (n, h + w - 1, h, w) -> dt, df (n, c, h, w).
-int cc_weight_backward(int on_device, void* stream, const float* dweight, const float* t, const float* f,
+int cc_weight_backward(int device, void* stream, const float* dweight, const float* t, const float* f,
                        float* dt, float* df, int n, int c, int h, int w)
 {
     Dims d{n, c, h, w};
-    int err = run<CrossGather>(on_device, stream, dweight, f, dt, d);
-    return err ? err : run<CrossScatter>(on_device, stream, dweight, t, df, d);
+    int err = run<CrossGather>(device, stream, dweight, f, dt, d);
+    return err ? err : run<CrossScatter>(device, stream, dweight, t, df, d);
 }
 
 // ca_map: weight (n, h + w - 1, h, w), g (n, c, h, w) -> out (n, c, h, w).
-int cc_map_forward(int on_device, void* stream, const float* weight, const float* g, float* out,
+int cc_map_forward(int device, void* stream, const float* weight, const float* g, float* out,
                    int n, int c, int h, int w)
 {
-    return run<CrossGather>(on_device, stream, weight, g, out, Dims{n, c, h, w});
+    return run<CrossGather>(device, stream, weight, g, out, Dims{n, c, h, w});
 }
 
 // ca_map backward: dout (n, c, h, w) -> dweight (n, h + w - 1, h, w), dg (n, c, h, w).
-int cc_map_backward(int on_device, void* stream, const float* dout, const float* weight, const float* g,
+int cc_map_backward(int device, void* stream, const float* dout, const float* weight, const float* g,
                     float* dweight, float* dg, int n, int c, int h, int w)
 {
     Dims d{n, c, h, w};
-    int err = run<ChannelDot>(on_device, stream, dout, g, dweight, d);
-    return err ? err : run<CrossScatter>(on_device, stream, weight, dout, dg, d);
+    int err = run<ChannelDot>(device, stream, dout, g, dweight, d);
+    return err ? err : run<CrossScatter>(device, stream, weight, dout, dg, d);
 }
 
 // 0 when this library's CUDA runtime can reach a GPU through the installed driver, else the error.

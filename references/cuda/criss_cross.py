@@ -13,15 +13,20 @@ from references.cuda.build import load_library
 
 
 def _launch(name, tensors, dims):
-    """Call library entry `name` on float32 contiguous tensors (inputs, then outputs); dims = (N, C, H, W)."""
+    """Call library entry `name` on float32 contiguous tensors (inputs, then outputs); dims = (N, C, H, W).
+
+    CUDA tensors run on their own GPU and its current stream: the library, which links its own
+    CUDA runtime, is given the device index, since torch's current device may be another GPU.
+    """
     library = load_library()
     entry, device = getattr(library, name), tensors[0].device
     pointers = [t.data_ptr() for t in tensors]
     if device.type == "cuda":
+        # torch.cuda.device restores torch's current device after the library switched it.
         with torch.cuda.device(device):
-            code = entry(1, torch.cuda.current_stream(device).cuda_stream, *pointers, *dims)
+            code = entry(device.index, torch.cuda.current_stream(device).cuda_stream, *pointers, *dims)
     else:
-        code = entry(0, None, *pointers, *dims)
+        code = entry(-1, None, *pointers, *dims)
     if code != 0:
         raise RuntimeError(f"{name} failed: {library.cc_error_string(code).decode()}")
 
