@@ -89,18 +89,6 @@ def _in_format(x, like):
     return x
 
 
-def _line_products(x, mats, like):
-    """sum over the three axes of _lines(x, axis) @ mats[axis] -> (B, C, D1, D2, D3) in like's format.
-
-    x: (B, C, D1, D2, D3); mats: an iterable of the three (B, P, Q, D_axis, D_axis) matrices, axis 0 first,
-    each taken (and freed, with its product) in turn.
-    """
-    x, out = x.contiguous(), None
-    for axis, mat in enumerate(mats):
-        out = _add_lines_(out, _line_matmul(_line_layout(x, axis), mat, axis), axis)
-    return _in_format(out, like)
-
-
 def _joint(parts):
     """parts[axis] (B, P, Q, D_axis, D_axis) [query, key] -> (B, D1, D2, D3, D1 + D2 + D3), voxel-major;
     each voxel's row holds its entries for the keys of its line along axis 0, then 1, then 2."""
@@ -133,54 +121,59 @@ def _joint_softmax(energies):
 class _CrissCross3dFunction(torch.autograd.Function):
     """q, k (B, Cq, D1, D2, D3), v (B, C, D1, D2, D3) -> (B, C, D1, D2, D3), with a hand-written backward.
 
-    Kept for backward: q, k, v and the voxel-major attention (B, D1, D2, D3, D1 + D2 + D3). Energies
-    and the softmax run in float32 for half types.
+    Kept for backward: q, k, v, the voxel-major attention (B, D1, D2, D3, D1 + D2 + D3) and, if
+    keep_value_lines (the q/k gradients need them), v's lines along the first two axes, which saves
+    making them again. Energies and the softmax run in float32 for half types.
     """
 
     @staticmethod
-    def forward(ctx, query, key, value):
+    def forward(ctx, query, key, value, keep_value_lines):
         stat = _stat_dtype(value.dtype)
         q, k = query.to(stat).contiguous(), key.to(stat).contiguous()
         energies = [_line_matmul(_line_layout(q, axis).mT, _line_layout(k, axis), axis) for axis in range(3)]
         del q, k
         attn = _joint_softmax(energies).to(value.dtype)
-        out = _line_products(value, (_axis_part(attn, axis, transpose=True) for axis in range(3)), value)
-        ctx.save_for_backward(query, key, value, attn)
-        return out
+        value_c, out, kept = value.contiguous(), None, []
+        for axis in range(3):
+            v_lines = _line_layout(value_c, axis)  # (B, P, Q, C, D_axis)
+            out = _add_lines_(out, _line_matmul(v_lines, _axis_part(attn, axis, transpose=True), axis), axis)
+            kept += [v_lines] if keep_value_lines else []
+        ctx.save_for_backward(query, key, value, attn, *kept)
+        return _in_format(out, value)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        query, key, value, attn = ctx.saved_tensors
-        need_qk = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        query, key, value, attn, *v_lines = ctx.saved_tensors
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
         stat = _stat_dtype(value.dtype)
-        grad_out, value_c = grad_out.contiguous(), value.contiguous()
+        grad_out = grad_out.contiguous()
         grad_q = grad_k = grad_v = None
         grad_attn = []  # dL/da per axis, (B, P, Q, D_axis, D_axis) [query, key]
         for axis in range(3):
             g_lines = _line_layout(grad_out, axis)  # (B, P, Q, C, D_axis)
-            if ctx.needs_input_grad[2]:
-                part = _line_matmul(g_lines, _axis_part(attn, axis, transpose=False), axis)
-                grad_v = _add_lines_(grad_v, part, axis)
-            if need_qk:
-                grad_attn.append(_line_matmul(g_lines.mT, _line_layout(value_c, axis), axis))
+            if need_v:
+                grad_v = _add_lines_(grad_v, _line_matmul(g_lines, _axis_part(attn, axis, transpose=False), axis), axis)
+            if need_q or need_k:
+                grad_attn.append(_line_matmul(g_lines.mT, v_lines[axis], axis))
             del g_lines
-        if ctx.needs_input_grad[2]:
-            grad_v = _in_format(grad_v, value)
-        if need_qk:
+        if need_q or need_k:
             # Softmax backward over each voxel's row: de = a * (dL/da - <a, dL/da>).
             grad_e, attn = _joint(grad_attn).to(stat), attn.to(stat)  # (B, D1, D2, D3, D1 + D2 + D3)
-            grad_attn.clear()
+            del grad_attn, v_lines
             dot = attn.unsqueeze(-2) @ grad_e.unsqueeze(-1)  # (B, D1, D2, D3, 1, 1)
             grad_e.sub_(dot.squeeze(-1)).mul_(attn)
             del attn, dot
-            if ctx.needs_input_grad[0]:
-                grad_q = _line_products(key.to(stat), (_axis_part(grad_e, axis, transpose=True) for axis in range(3)),
-                                        query).to(query.dtype)
-            if ctx.needs_input_grad[1]:
-                grad_k = _line_products(query.to(stat), (_axis_part(grad_e, axis, transpose=False) for axis in range(3)),
-                                        key).to(key.dtype)
-        return grad_q, grad_k, grad_v
+            q, k = query.to(stat).contiguous(), key.to(stat).contiguous()
+            for axis in range(3):
+                de = _axis_part(grad_e, axis, transpose=False)  # (B, P, Q, D_axis, D_axis) [query, key]
+                if need_q:
+                    grad_q = _add_lines_(grad_q, _line_matmul(_line_layout(k, axis), de.mT, axis), axis)
+                if need_k:
+                    grad_k = _add_lines_(grad_k, _line_matmul(_line_layout(q, axis), de, axis), axis)
+            grad_q = _in_format(grad_q, query).to(query.dtype) if need_q else None
+            grad_k = _in_format(grad_k, key).to(key.dtype) if need_k else None
+        return grad_q, grad_k, _in_format(grad_v, value) if need_v else None, None
 
 
 def _check_shapes(query, key, value):
@@ -207,7 +200,9 @@ def criss_cross_attention_3d(query, key, value):
     # compute_dtype reads only the dtypes and the device; it checks 4-D shapes, so it gets one slice.
     dtype = compute_dtype(query[..., 0], key[..., 0], value[..., 0])
     with torch.autocast(value.device.type, enabled=False):
-        return _CrissCross3dFunction.apply(query.to(dtype), key.to(dtype), value.to(dtype))
+        # The value's line copies are kept for backward only where the q/k gradients will need them.
+        keep_value_lines = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad)
+        return _CrissCross3dFunction.apply(query.to(dtype), key.to(dtype), value.to(dtype), keep_value_lines)
 
 
 class CrissCrossAttention3d(nn.Module):
