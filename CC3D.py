@@ -6,10 +6,11 @@ attends to the D1 + D2 + D3 - 2 voxels of its three axis lines, itself counted o
 softmax over all of them.
 
 The op is a custom ``autograd.Function`` with a hand-written backward, like the 2D op of CC.py: it
-keeps q, k, v and the (B, D1, D2, D3, D_axis)-sized attention of each axis, and computes each
-gradient with one batched matmul per axis. Lines along the last axis are read in place; lines
-along the first two are contiguous copies. A volume with an axis of size 1 is a plane, and goes to
-the 2D op.
+keeps q, k, v and the (B, D1, D2, D3, D1 + D2 + D3) attention, and computes each gradient with one
+batched matmul per axis, less time and memory than autograd through the same forward. The energies
+of each axis line come from one batched matmul, and one softmax runs over their voxel-major
+concatenation. Lines along the last axis are read in place; lines along the first two are
+contiguous copies. A volume with an axis of size 1 is a plane, and goes to the 2D op.
 """
 import torch
 import torch.nn as nn
