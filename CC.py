@@ -192,3 +192,15 @@ class CrissCrossAttention(nn.Module):
     def forward(self, x):
         out = criss_cross_attention(self.query_conv(x), self.key_conv(x), self.value_conv(x))
         return self.gamma * out + x
+
+
+_CC3D_NAMES = ("criss_cross_attention_3d", "CrissCrossAttention3d")
+__all__ += _CC3D_NAMES
+
+
+def __getattr__(name):
+    """The 3D op lives in CC3D.py, which builds on this module: it is imported on first use, not here."""
+    if name in _CC3D_NAMES:
+        import CC3D
+        return getattr(CC3D, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,29 +8,47 @@
 2. Random inputs: float32 output and gradients against a float64 ground truth computed by an
    independent formulation (einsums under plain autograd, references/einsum.py).
 3. A short speed comparison (forward + backward).
-Exits with status 1 when our op misses its tolerances.
+4. The 3D op (CC3D.py) on volumes: the constant inputs at (6, 12, 16), where each voxel attends to
+   6 + 12 + 16 - 2 = 32 voxels, so that the weights 1/32 and their sums are exact in float32; and
+   random inputs against a float64 ground truth from the seed's 3D formulation under plain autograd
+   (references/seed_3d.py).
+Exits with status 1 when our ops miss their tolerances.
 """
 import sys
 
 import torch
 
 from bench.common import median_ms
-from CC import criss_cross_attention
-from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross
+from CC import criss_cross_attention, criss_cross_attention_3d
+from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross_3d
 from utils.cli import ArgumentParser, exit_on_user_error
 from utils.runtime import device_name, parse_device
 
 REL_TOL = 1e-6
 
 
-def constant_check(fn, device):
-    """Run fn on the seed's constant inputs; returns (output, value gradient) in float32."""
-    query = torch.ones(1, 8, 10, 10, device=device)
-    key = torch.full((1, 8, 10, 10), 2.0, device=device)
-    value = torch.full((1, 64, 10, 10), 3.0, device=device, requires_grad=True)
+def constant_check(fn, device, size=(10, 10)):
+    """Run fn on the seed's constant inputs of spatial size `size`; returns (output, value gradient) in float32."""
+    query = torch.ones(1, 8, *size, device=device)
+    key = torch.full((1, 8, *size), 2.0, device=device)
+    value = torch.full((1, 64, *size), 3.0, device=device, requires_grad=True)
     out = fn(query, key, value)
     out.sum().backward()
     return out.detach(), value.grad
+
+
+def float64_truth(reference, inputs64, grad64):
+    """[output, d/dquery, d/dkey, d/dvalue] of the reference formulation in float64 on the CPU."""
+    inputs = [x.clone().requires_grad_() for x in inputs64]
+    out = reference(*inputs)
+    return [out.detach()] + list(torch.autograd.grad(out, inputs, grad64))
+
+
+def random_inputs(size, seed=0):
+    """Query, key (2, 8, *size), value and an upstream gradient (2, 64, *size), float64."""
+    g = torch.Generator().manual_seed(seed)
+    inputs64 = [torch.randn(2, c, *size, generator=g, dtype=torch.float64) for c in (8, 8, 64)]
+    return inputs64, torch.randn(2, 64, *size, generator=g, dtype=torch.float64)
 
 
 def random_check(fn, device, truth, inputs64, grad64):
@@ -80,12 +98,8 @@ def main(args):
 
     print("\n2. Random inputs, float32 against a float64 einsum formulation: query/key (2, 8, 33, 41), "
           "value (2, 64, 33, 41)")
-    g = torch.Generator().manual_seed(0)
-    inputs64 = [torch.randn(2, c, 33, 41, generator=g, dtype=torch.float64) for c in (8, 8, 64)]
-    grad64 = torch.randn(2, 64, 33, 41, generator=g, dtype=torch.float64)
-    truth_inputs = [x.clone().requires_grad_() for x in inputs64]
-    truth_out = einsum_criss_cross(*truth_inputs)
-    truth = [truth_out.detach()] + list(torch.autograd.grad(truth_out, truth_inputs, grad64))
+    inputs64, grad64 = random_inputs((33, 41))
+    truth = float64_truth(einsum_criss_cross, inputs64, grad64)
     print(f"   {'':<18} {'':>14}" + "".join(f"{n:>22}" for n in ("output", "grad query", "grad key", "grad value")))
     for label, fn in ops.items():
         errors = random_check(fn, device, truth, inputs64, grad64)
@@ -97,14 +111,31 @@ def main(args):
     for label, fn in ops.items():
         print(f"   {label:<18} {fwd_bwd_ms(fn, device):8.2f} ms")
 
+    print("\n4. 3D op (CC3D.py), constant inputs: query = 1, key = 2 (1, 8, 6, 12, 16), value = 3 (1, 64, 6, 12, 16)")
+    out, grad_v = constant_check(criss_cross_attention_3d, device, (6, 12, 16))
+    exact = bool((out == 3).all()) and bool((grad_v == 1).all())
+    print(f"   {'CC3D':<18} output {describe(out)}   value gradient {describe(grad_v)}   "
+          f"{'exact' if exact else 'NOT exact'}")
+    if not exact:
+        failures.append("3D constant inputs are not exact")
+
+    print("\n5. 3D op, random inputs, float32 against the seed's 3D formulation in float64: query/key "
+          "(2, 8, 11, 13, 9), value (2, 64, 11, 13, 9)")
+    inputs64, grad64 = random_inputs((11, 13, 9), seed=1)
+    errors = random_check(criss_cross_attention_3d, device, float64_truth(seed_criss_cross_3d, inputs64, grad64),
+                          inputs64, grad64)
+    print(f"   {'CC3D':<18} {'max abs / rel':>14}" + "".join(f"{a:>12.2e} /{r:>8.1e}" for a, r in errors))
+    if max(r for _, r in errors) >= REL_TOL:
+        failures.append(f"3D random inputs exceed the relative tolerance {REL_TOL:g}")
+
     if failures:
         print("\nFAILED: " + "; ".join(failures))
         sys.exit(1)
-    print("\nPASSED: exact on constant inputs, within 1e-6 relative error of float64 on random inputs")
+    print("\nPASSED: 2D and 3D exact on constant inputs, within 1e-6 relative error of float64 on random inputs")
 
 
 def get_args_parser():
-    parser = ArgumentParser(description="Precision check of the criss-cross attention op.")
+    parser = ArgumentParser(description="Precision check of the 2D and 3D criss-cross attention ops.")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
     return parser
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench import bench_eval, bench_train
+from bench import bench_cca3d, bench_eval, bench_train
 from bench.seed_baseline import SeedCrissCrossAttention, SeedOhemCrossEntropy2d, seed_predict, to_seed_style
 from CC import CrissCrossAttention
 from utils.inference import predict
@@ -102,6 +102,19 @@ def test_bench_eval_times_both_modes_and_writes_json(tmp_path):
         for name in ("seed-style baseline, fp32", "ours, fp32", "ours, bf16 autocast", "+ channels_last")]
     assert all(r["images_per_s"] == pytest.approx(1e3 / r["ms"]) for r in rows)
     assert rows[0]["speedup"] == rows[4]["speedup"] == 1.0
+
+
+def test_bench_cca3d_measures_every_formulation_and_writes_json(tmp_path):
+    out = tmp_path / "cca3d.json"
+    args = bench_cca3d.get_args_parser().parse_args(
+        ["--batch", "1", "--channels", "16", "--size", "3,4,5", "--repeat", "1", "--warmup", "0", "--json", str(out)])
+    bench_cca3d.main(bench_cca3d.fill_defaults(args))
+    record = json.loads(out.read_text())
+    assert record["settings"]["shape"] == [1, 16, 3, 4, 5]
+    assert [r["formulation"] for r in record["rows"]] == list(bench_cca3d.FORMULATIONS)
+    for r in record["rows"]:
+        assert r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 and r["peak_mb"] > 0
+        assert max(r[k] for k in ("rel_err_out", "rel_err_grad_q", "rel_err_grad_k", "rel_err_grad_v")) < 1e-5
 
 
 def calibrated_checkpoint(path, args):

@@ -16,10 +16,11 @@ def run_check(*args):
     return subprocess.run([sys.executable, "check.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_check_passes_on_cpu_with_exact_constant_output():
+def test_check_passes_on_cpu_with_exact_constant_output_in_2d_and_3d():
     result = run_check("--device", "cpu")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "output 3.0000000000   value gradient 1.0000000000   exact" in result.stdout
+    assert "CC (pure PyTorch)  output 3.0000000000   value gradient 1.0000000000   exact" in result.stdout
+    assert "CC3D               output 3.0000000000   value gradient 1.0000000000   exact" in result.stdout
     assert "PASSED" in result.stdout
 
 

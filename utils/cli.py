@@ -64,6 +64,14 @@ def size_pair(text):
     return tuple(parts)
 
 
+def size_triple(text):
+    """'32,48,40' -> (32, 48, 40): the sizes (D1, D2, D3) of a volume, all positive."""
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected D1,D2,D3 with positive integers, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
 def float_list(text):
     """'0.75,1.0,1.25' -> [0.75, 1.0, 1.25] (all positive)."""
     try:

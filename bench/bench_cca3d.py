@@ -1,0 +1,108 @@
+"""3D criss-cross attention formulations side by side: median time, peak memory, error vs float64.
+
+    python bench/bench_cca3d.py                            # CPU at (2, 64, 32, 48, 40)
+    python bench/bench_cca3d.py --size 48,64,56            # a larger volume
+    python bench/bench_cca3d.py --device cuda --json out.json
+
+Formulations: ours (CC3D.py) and the seed's three (references/seed_3d.py). Query and key have
+C // 8 channels, as in CCNet. Times are medians of interleaved rounds (every formulation once per
+round), so that a load change on a shared machine hits them alike; the error is the relative norm
+error of the float32 output and gradients against ours in float64.
+"""
+import datetime
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import common  # noqa: E402
+from bench.common import benchmark_device, interleaved_median_ms, peak_mb, print_table, save_record  # noqa: E402
+from CC import criss_cross_attention_3d  # noqa: E402
+from references import seed_criss_cross_3d, seed_criss_cross_3d1, seed_criss_cross_3d2  # noqa: E402
+from utils.cli import ArgumentParser, exit_on_user_error, positive_int, size_triple  # noqa: E402
+from utils.runtime import device_name  # noqa: E402
+
+FORMULATIONS = {"ours (CC3D.py)": criss_cross_attention_3d, "seed CrissCrossAttention3D": seed_criss_cross_3d,
+                "seed CrissCrossAttention3D1": seed_criss_cross_3d1, "seed CrissCrossAttention3D2": seed_criss_cross_3d2}
+
+
+def rel_err(a, b):
+    return ((a.double() - b).norm() / b.norm()).item()
+
+
+def float64_truth(inputs64, grad64, device):
+    """[output, d/dquery, d/dkey, d/dvalue] of ours in float64 (tests/test_cc3d.py checks it against a loop)."""
+    inputs = [x.to(device).requires_grad_() for x in inputs64]
+    out = criss_cross_attention_3d(*inputs)
+    return [out.detach()] + list(torch.autograd.grad(out, inputs, grad64.to(device)))
+
+
+def main(args):
+    device = benchmark_device(args)
+    B, C, size = args.batch, args.channels, args.size
+    g = torch.Generator().manual_seed(0)
+    inputs64 = [torch.randn(B, c, *size, generator=g, dtype=torch.float64) for c in (C // 8, C // 8, C)]
+    grad64 = torch.randn(B, C, *size, generator=g, dtype=torch.float64)
+    truth = float64_truth(inputs64, grad64, device)
+    inputs = [x.float().to(device).requires_grad_() for x in inputs64]
+    grad_out = grad64.float().to(device)
+
+    def forward(fn):
+        def run():
+            with torch.no_grad():
+                return fn(*inputs)
+        return run
+
+    def forward_backward(fn):
+        return lambda: torch.autograd.grad(fn(*inputs), inputs, grad_out)
+
+    rows = []
+    for name, fn in FORMULATIONS.items():
+        out = fn(*inputs)
+        errors = [rel_err(r, t) for r, t in zip([out] + list(torch.autograd.grad(out, inputs, grad_out)), truth)]
+        del out
+        rows.append({"formulation": name, "peak_mb": peak_mb(forward_backward(fn), device),
+                     "forward_peak_mb": peak_mb(forward(fn), device), "rel_err_out": errors[0],
+                     "rel_err_grad_q": errors[1], "rel_err_grad_k": errors[2], "rel_err_grad_v": errors[3]})
+    for key, make in (("forward_ms", forward), ("forward_backward_ms", forward_backward)):
+        times = interleaved_median_ms([make(fn) for fn in FORMULATIONS.values()], device, args.repeat, args.warmup)
+        for r, ms in zip(rows, times):
+            r[key] = ms
+
+    header = (f"{device_name(device)}, torch {torch.__version__}, {datetime.date.today()}: 3D criss-cross "
+              f"attention at ({B}, {C}, {size[0]}, {size[1]}, {size[2]}), fp32, median of {args.repeat} rounds")
+    print_table(header, rows, [("formulation", "formulation", ""), ("forward_ms", "fwd ms", ".1f"),
+                               ("forward_backward_ms", "fwd+bwd ms", ".1f"), ("forward_peak_mb", "fwd MiB", ".1f"),
+                               ("peak_mb", "fwd+bwd MiB", ".1f"), ("rel_err_out", "err out", ".1e"),
+                               ("rel_err_grad_q", "err dq", ".1e"), ("rel_err_grad_k", "err dk", ".1e"),
+                               ("rel_err_grad_v", "err dv", ".1e")])
+    if args.json:
+        save_record(args.json, device, {"shape": [B, C, *size], "precision": "fp32", "repeat": args.repeat,
+                                        "warmup": args.warmup}, rows)
+    return rows
+
+
+def get_args_parser():
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--batch", type=positive_int, default=2, help="volumes per batch")
+    parser.add_argument("--channels", type=positive_int, default=64, help="value channels; query/key get C // 8")
+    parser.add_argument("--size", type=size_triple, default=None, help="D1,D2,D3 (default 32,48,40 on CPU, 64,96,80 on GPU)")
+    parser.add_argument("--repeat", type=positive_int, default=None, help="timed rounds, median (default 5 CPU, 20 GPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 1 CPU, 3 GPU)")
+    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    return parser
+
+
+CPU_DEFAULTS = {"size": (32, 48, 40), "repeat": 5, "warmup": 1}
+GPU_DEFAULTS = {"size": (64, 96, 80), "repeat": 20, "warmup": 3}
+
+
+def fill_defaults(args):
+    """The CPU or GPU default of every option left unset."""
+    return common.fill_defaults(args, CPU_DEFAULTS, GPU_DEFAULTS)
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)(fill_defaults(get_args_parser().parse_args()))
