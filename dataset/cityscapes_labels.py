@@ -7,7 +7,8 @@ the id -> train id lookup, the 19 evaluated class names and the colour palette a
 from collections import namedtuple
 
 import numpy as np
-from PIL import Image
+
+from utils.palette import palette_image
 
 __all__ = ["LABELS", "IGNORE_LABEL", "NUM_CLASSES", "ID_TO_TRAINID", "TRAINID_TO_ID",
            "CLASS_NAMES", "PALETTE", "colorize"]
@@ -66,14 +67,7 @@ TRAINID_TO_ID = np.array([label.id for label in _TRAIN], dtype=np.uint8)
 CLASS_NAMES = tuple(label.name for label in _TRAIN)
 PALETTE = np.array([label.color for label in _TRAIN], dtype=np.uint8)  # (19, 3) RGB
 
-_P_PALETTE = np.zeros((256, 3), dtype=np.uint8)
-_P_PALETTE[:NUM_CLASSES] = PALETTE
-
 
 def colorize(label):
     """HxW integer train ids -> PIL 'P' image in the Cityscapes colours (255 and unknown ids black)."""
-    label = np.asarray(label)
-    ids = np.where((label >= 0) & (label < NUM_CLASSES), label, IGNORE_LABEL).astype(np.uint8)
-    image = Image.fromarray(ids, mode="P")
-    image.putpalette(_P_PALETTE.ravel().tolist())
-    return image
+    return palette_image(label, PALETTE)
