@@ -24,10 +24,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-import networks
 from dataset.cityscapes_labels import CLASS_NAMES, TRAINID_TO_ID, colorize
 from dataset.datasets import IMG_MEAN, CSDataTestSet, CSDataValSet
-from utils.checkpoint import load_model
+from networks.from_checkpoint import build_from_checkpoint
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, label_value, size_pair, str2bool
 from utils.inference import predict
 from utils.metrics import ConfusionMatrix
@@ -154,11 +153,9 @@ def main(args):
     try:
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        model = networks.build_model(args.model, args.num_classes, recurrence=args.recurrence,
-                                     norm_layer=torch.nn.BatchNorm2d)
+        model, _ = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence)
         loader = build_loader(args, runtime)
-        load_model(model, args.restore_from, strict=True)
-        model.to(runtime.device, memory_format=memory_format(args.channels_last)).eval()
+        model.to(runtime.device, memory_format=memory_format(args.channels_last))
         if len(runtime.gpu_ids) > 1:
             model = torch.nn.DataParallel(model, device_ids=runtime.gpu_ids)
 
