@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from networks.from_checkpoint import build_from_checkpoint
+from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, positive_int
 from utils.inference import predict_whole
 
@@ -82,13 +82,8 @@ def onnx_difference(network, path, images):
 
 def get_args_parser():
     parser = ArgumentParser(description="Export a trained CCNet to ONNX", allow_abbrev=False)
-    parser.add_argument("--restore-from", required=True, help="checkpoint: a CS_scenes_<iter>.pth snapshot or last.pth")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--output", default="ccnet.onnx", help="the ONNX file to write")
-    parser.add_argument("--model", default=None, help="network name when the checkpoint does not say (default ccnet)")
-    parser.add_argument("--num-classes", type=positive_int, default=None,
-                        help="classes, when the checkpoint does not say (default: read from its classifier)")
-    parser.add_argument("--recurrence", type=positive_int, default=None,
-                        help="criss-cross attention passes, when the checkpoint does not say (default 2)")
     parser.add_argument("--opset", type=positive_int, default=OPSET, help="ONNX opset version")
     return parser
 

@@ -34,9 +34,8 @@ from tqdm import tqdm
 from dataset.cityscapes_labels import PALETTE
 from dataset.datasets import IMG_MEAN, normalize, read_image
 from networks.attention_maps import attention_maps, recorded_attention
-from networks.from_checkpoint import build_from_checkpoint
-from utils.cli import (ArgumentParser, UserError, exit_on_user_error, float_list, positive_int, size_pair,
-                       str2bool)
+from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint
+from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, size_pair, str2bool
 from utils.inference import predict
 from utils.palette import color_label, palette_image
 from utils.runtime import autocast, memory_format, parse_device
@@ -75,13 +74,8 @@ def unit_interval(text):
 def get_args_parser():
     parser = ArgumentParser(description="Segment images, folders and videos with a trained CCNet", allow_abbrev=False)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")
-    parser.add_argument("--restore-from", required=True, help="checkpoint: a CS_scenes_<iter>.pth snapshot or last.pth")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--output", default="predictions", help="folder for the outputs (created if needed)")
-    parser.add_argument("--model", default=None, help="network name when the checkpoint does not say (default ccnet)")
-    parser.add_argument("--num-classes", type=positive_int, default=None,
-                        help="classes, when the checkpoint does not say (default: read from its classifier)")
-    parser.add_argument("--recurrence", type=positive_int, default=None,
-                        help="criss-cross attention passes, when the checkpoint does not say (default 2)")
     parser.add_argument("--input-size", type=size_pair, default=None,
                         help="sliding-window tile as HEIGHT,WIDTH (default: each image whole)")
     parser.add_argument("--scales", type=float_list, default=[1.0], help="comma-separated scales averaged, e.g. 0.75,1,1.25")

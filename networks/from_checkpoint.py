@@ -11,10 +11,20 @@ import torch.nn as nn
 
 from networks import build_model
 from utils.checkpoint import load_model, read_checkpoint, state_dict_of
-from utils.cli import UserError
+from utils.cli import UserError, positive_int
 
 DEFAULTS = {"model": "ccnet", "recurrence": 2}
 SETTINGS = ("model", "num_classes", "recurrence")
+
+
+def add_checkpoint_arguments(parser):
+    """--restore-from and the --model, --num-classes, --recurrence flags that build_from_checkpoint takes."""
+    parser.add_argument("--restore-from", required=True, help="checkpoint: a CS_scenes_<iter>.pth snapshot or last.pth")
+    parser.add_argument("--model", default=None, help="network name when the checkpoint does not say (default ccnet)")
+    parser.add_argument("--num-classes", type=positive_int, default=None,
+                        help="classes, when the checkpoint does not say (default: read from its classifier)")
+    parser.add_argument("--recurrence", type=positive_int, default=None,
+                        help="criss-cross attention passes, when the checkpoint does not say (default 2)")
 
 
 def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=None):
