@@ -11,8 +11,8 @@ OpenCV). For each image, in --output:
 - <name>_attention.png with --attention Y,X: the input with each point marked, then the weights of
   the point's attention after each criss-cross pass as heat maps (networks/attention_maps.py).
 For a video, <name>_overlay.mp4 holds the overlaid frames. <name> is the file's stem, below the
-subfolder it was found in for a folder (street/a/x.png -> a/x); two inputs with the same <name>
-stop the run before anything is written. A run writes and overwrites its own outputs only.
+subfolder it was found in for a folder (street/a/x.png -> a/x); two inputs that would write the
+same file stop the run before anything is written, and --output is not searched for inputs. A run writes and overwrites its own outputs only.
 
 Prediction goes through utils.inference, as in evaluate.py: whole images by default, --input-size
 sliding windows, --scales, --flip, --amp, --channels-last. Model, classes and recurrence come from
@@ -43,6 +43,8 @@ from utils.visualize import attention_figure, blend
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+IMAGE_OUTPUTS = (".png", "_overlay.jpg", "_attention.png")  # train ids, overlay, attention figure
+VIDEO_OUTPUT = "_overlay.mp4"
 
 
 class Unreadable(Exception):
@@ -92,12 +94,12 @@ def get_args_parser():
     return parser
 
 
-def folder_images(folder):
-    """[(path, name)] of the images in folder and its subfolders, sorted; name is the path below
-    folder without its extension."""
+def folder_images(folder, skipped):
+    """[(path, name)] of the images in folder and its subfolders but the folder ``skipped``, sorted;
+    name is the path below folder without its extension."""
     found = []
     for root, dirs, files in os.walk(folder):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != os.path.realpath(skipped))
         for file in sorted(files):
             if file.lower().endswith(IMAGE_EXTENSIONS):
                 path = os.path.join(root, file)
@@ -105,13 +107,19 @@ def folder_images(folder):
     return found
 
 
-def collect_inputs(inputs):
-    """[(kind, path, name)] with kind 'image' or 'video', in the order given; a missing input path,
-    an empty folder or two inputs writing the same name is a UserError."""
+def outputs_of(kind, name):
+    """The files, relative to --output, that an input of this kind and name writes."""
+    return [name + VIDEO_OUTPUT] if kind == "video" else [name + suffix for suffix in IMAGE_OUTPUTS]
+
+
+def collect_inputs(inputs, out_dir):
+    """[(kind, path, name)] with kind 'image' or 'video', in the order given (out_dir is not searched,
+    so a re-run does not read its own outputs); a missing input path, an empty folder or two inputs
+    writing the same file is a UserError."""
     jobs = []
     for given in inputs:
         if os.path.isdir(given):
-            found = folder_images(given)
+            found = folder_images(given, out_dir)
             if not found:
                 raise UserError(f"{given}: no {'/'.join(IMAGE_EXTENSIONS)} files in this folder")
             jobs += [("image", path, name) for path, name in found]
@@ -120,12 +128,13 @@ def collect_inputs(inputs):
             jobs.append(("video" if extension.lower() in VIDEO_EXTENSIONS else "image", given, stem))
         else:
             raise UserError(f"input not found: {given}")
-    seen = {}
-    for _, path, name in jobs:
-        if name in seen:
-            raise UserError(f"{seen[name]} and {path} would both write the outputs named {name!r}; "
-                            "predict them in separate runs with different --output folders")
-        seen[name] = path
+    writer = {}
+    for kind, path, name in jobs:
+        for output in outputs_of(kind, name):
+            if output in writer:
+                raise UserError(f"{writer[output]} and {path} would both write {os.path.join(out_dir, output)}; "
+                                "predict them in separate runs with different --output folders")
+            writer[output] = path
     return jobs
 
 
@@ -189,15 +198,16 @@ def predict_image(predictor, path, name, out_dir):
     except UserError:
         raise Unreadable("not an image OpenCV can read") from None
     train_ids = predictor.train_ids(image)
-    palette_image(train_ids, predictor.palette).save(output_path(out_dir, name, ".png"))
-    Image.fromarray(predictor.overlay(image, train_ids)).save(output_path(out_dir, name, "_overlay.jpg"), quality=90)
+    ids_file, overlay_file, attention_file = (output_path(out_dir, name, suffix) for suffix in IMAGE_OUTPUTS)
+    palette_image(train_ids, predictor.palette).save(ids_file)
+    Image.fromarray(predictor.overlay(image, train_ids)).save(overlay_file, quality=90)
     height, width = image.shape[:2]
     points = [(y, x) for y, x in predictor.args.attention if y < height and x < width]
     for y, x in sorted(set(predictor.args.attention) - set(points)):
         tqdm.write(f"{path}: point {y},{x} lies outside the {height}x{width} image; not drawn", file=sys.stderr)
     if points:
         figure = attention_figure(np.ascontiguousarray(image[..., ::-1]), points, predictor.attention(image, points))
-        Image.fromarray(figure).save(output_path(out_dir, name, "_attention.png"))
+        Image.fromarray(figure).save(attention_file)
 
 
 def predict_video(predictor, path, name, out_dir, bar):
@@ -214,7 +224,7 @@ def predict_video(predictor, path, name, out_dir, bar):
             if not ok:
                 break
             if writer is None:
-                writer = cv2.VideoWriter(output_path(out_dir, name, "_overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                writer = cv2.VideoWriter(output_path(out_dir, name, VIDEO_OUTPUT), cv2.VideoWriter_fourcc(*"mp4v"),
                                          fps, (frame.shape[1], frame.shape[0]))
             writer.write(np.ascontiguousarray(predictor.overlay(frame, predictor.train_ids(frame))[..., ::-1]))
             frames += 1
@@ -230,7 +240,7 @@ def predict_video(predictor, path, name, out_dir, bar):
 
 def main(args):
     """Predict every input; returns the exit status: 0, or 1 when an input was skipped."""
-    jobs = collect_inputs(args.inputs)
+    jobs = collect_inputs(args.inputs, args.output)
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise UserError(f"--output {args.output} is a file, not a folder")
     device = parse_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

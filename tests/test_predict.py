@@ -120,7 +120,7 @@ def test_grayscale_and_rgba_images_predict_as_their_rgb_and_a_video_gets_an_over
 
 @pytest.mark.parametrize("extra,message", [
     (["missing.png"], "input not found"),
-    (["a.png", "sub/a.png"], "would both write the outputs named 'a'"),
+    (["a.png", "sub/a.png"], "would both write"),
     (["a.png", "--num-classes", "5"], "does not fit the model"),
 ])
 def test_a_missing_input_a_name_collision_or_an_unfit_checkpoint_stop_with_one_line(
@@ -156,3 +156,15 @@ def test_a_training_state_builds_the_network_it_was_trained_as(checkpoint, tmp_p
                stored)
     network, settings = build_from_checkpoint(str(stored))
     assert settings == {"model": "ccnet", "num_classes": 19, "recurrence": 1} and network.head.recurrence == 1
+
+
+def test_inputs_skip_the_output_folder_and_collide_only_on_a_shared_output_file(tmp_path):
+    for path in ("a.png", "a_attention.png", "clip.png", "clip.mp4", "folder/b.png", "folder/pred/b.png"):
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_bytes(b"")
+    assert predict.collect_inputs([str(tmp_path / "clip.png"), str(tmp_path / "clip.mp4")], "out") == [
+        ("image", str(tmp_path / "clip.png"), "clip"), ("video", str(tmp_path / "clip.mp4"), "clip")]
+    with pytest.raises(UserError, match="a_attention.png would both write out/a_attention.png"):
+        predict.collect_inputs([str(tmp_path / "a.png"), str(tmp_path / "a_attention.png")], "out")
+    folder = tmp_path / "folder"
+    assert predict.collect_inputs([str(folder)], str(folder / "pred")) == [("image", str(folder / "b.png"), "b")]
