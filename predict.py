@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from dataset.cityscapes_labels import PALETTE
 from dataset.datasets import IMG_MEAN, normalize, read_image
-from networks.attention_maps import attention_maps, recorded_attention
+from networks.attention_maps import attention_maps, attention_modules, recorded_attention
 from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, size_pair, str2bool
 from utils.inference import predict
@@ -245,6 +245,8 @@ def main(args):
         raise UserError(f"--output {args.output} is a file, not a folder")
     device = parse_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     network, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence)
+    if args.attention and not attention_modules(network):
+        raise UserError(f"--attention needs a network with criss-cross attention, not {settings['model']}")
     network.to(device, memory_format=memory_format(args.channels_last))
     print(f"{args.restore_from}: {settings['model']}, {settings['num_classes']} classes, "
           f"recurrence {settings['recurrence']}, on {device}")

@@ -14,13 +14,18 @@ import torch
 from CC import CrissCrossAttention
 
 
+def attention_modules(network):
+    """The CrissCrossAttention modules of network, in registration order."""
+    return [module for module in network.modules() if isinstance(module, CrissCrossAttention)]
+
+
 @contextmanager
 def recorded_attention(network):
     """Within the block, every criss-cross pass of ``network`` appends its (a_row, a_col) to the
     yielded list, in the order the passes run (a_row (B, h, w, w), a_col (B, w, h, h) as CC.py gives them)."""
     passes = []
     handles = [module.register_attention_hook(lambda _, a_row, a_col: passes.append((a_row, a_col)))
-               for module in network.modules() if isinstance(module, CrissCrossAttention)]
+               for module in attention_modules(network)]
     try:
         yield passes
     finally:

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from networks.attention_maps import attention_maps, recorded_attention
+from networks.attention_maps import attention_maps, attention_modules, recorded_attention
 from networks.ccnet import RCCAModule
 
 
@@ -70,3 +70,9 @@ def test_every_pass_of_any_recurrence_is_recorded_and_the_hooks_go_away():
     torch.testing.assert_close(maps.sum((2, 3)), torch.ones(3, 2, dtype=torch.float64), rtol=1e-12, atol=1e-12)
     head(features)
     assert len(passes) == 3
+
+
+def test_attention_modules_are_found_only_where_there_is_criss_cross_attention():
+    head = small_head(1)
+    assert attention_modules(head) == [head.cca]
+    assert attention_modules(nn.Sequential(head.conva, head.convb)) == []
