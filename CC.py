@@ -9,8 +9,11 @@ the (B, H, W, H + W - 1)-sized attention and one transposed copy of v instead of
 intermediate of the permute/matmul graph, and computes each gradient with one batched matmul
 per direction.
 """
+from collections import OrderedDict
+
 import torch
 import torch.nn as nn
+from torch.utils.hooks import RemovableHandle
 
 __all__ = ["criss_cross_attention", "CrissCrossAttention", "compute_dtype"]
 
@@ -60,7 +63,8 @@ def _attention(q_rows, k_rows, q_cols, k_cols):
     dtype, stat = q_rows.dtype, _stat_dtype(q_rows.dtype)
     a_row = q_rows.mT.to(stat) @ k_rows.to(stat)  # (B, H, W, W) energies
     a_col = q_cols.mT.to(stat) @ k_cols.to(stat)  # (B, W, H, H) energies
-    a_col.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
+    diagonal = torch.arange(a_col.shape[-1], device=a_col.device)
+    a_col[..., diagonal, diagonal] = float("-inf")  # an index_put, which the ONNX exporter converts
     # The row part always holds (i, j) itself, so every maximum is finite.
     peak = torch.maximum(a_row.amax(-1), a_col.amax(-1).mT)  # (B, H, W)
     a_row.sub_(peak.unsqueeze(-1)).exp_()
@@ -72,7 +76,8 @@ def _attention(q_rows, k_rows, q_cols, k_cols):
 
 
 def _inference(query, key, value, chunks=8):
-    """The op's forward when no gradient is needed: q, k (B, Cq, H, W), v (B, C, H, W) -> (B, C, H, W).
+    """The op's forward when no gradient is needed: q, k (B, Cq, H, W), v (B, C, H, W) -> out
+    (B, C, H, W) and the attention a_row, a_col as _attention returns it.
 
     The column products go into the output 1/chunks of the channels at a time, the row products
     1/chunks of the rows at a time, so besides the attention and the output only temporaries of
@@ -93,29 +98,41 @@ def _inference(query, key, value, chunks=8):
             # (h, C, W) @ (h, W, W) -> (h, C, W), added as (C, h, W)
             out[b, :, rows] += torch.bmm(value[b, :, rows].transpose(0, 1),
                                          a_row[b, rows].mT.contiguous()).transpose(0, 1)
-    return out
+    return out, a_row, a_col
+
+
+def _forward(query, key, value, row_matmul):
+    """The op's forward: q, k (B, Cq, H, W), v (B, C, H, W) -> out (B, C, H, W), v's column layout
+    (B, W, C, H) and the attention a_row (B, H, W, W), a_col (B, W, H, H) as _attention returns it.
+
+    row_matmul multiplies the row layouts: _row_bmm in the autograd Function, one batched matmul
+    (traceable for any batch size) when the model is exported.
+    """
+    a_row, a_col = _attention(_rows(query), _rows(key), _cols(query), _cols(key))
+    row_part = row_matmul(value.transpose(1, 2), a_row.mT.contiguous())  # (B, H, C, W)
+    v_cols = _cols(value)  # (B, W, C, H)
+    return _join(row_part, v_cols @ a_col.mT, value), v_cols, a_row, a_col
 
 
 class _CrissCrossFunction(torch.autograd.Function):
-    """q, k (B, Cq, H, W), v (B, C, H, W) -> (B, C, H, W), with a hand-written backward.
+    """q, k (B, Cq, H, W), v (B, C, H, W) -> out (B, C, H, W), a_row, a_col, with a hand-written backward.
 
     Kept for backward: q, k, v, the attention and v's column layout (the H/W-transposed copy);
     row products read v and grad_out in place. Each v-sized temporary is freed as soon as it is
-    consumed, which keeps the peak below that of the autograd formulations.
+    consumed, which keeps the peak below that of the autograd formulations. The attention is
+    returned as well (not differentiable), for the attention hooks of CrissCrossAttention.
     """
 
     @staticmethod
     def forward(ctx, query, key, value):
-        a_row, a_col = _attention(_rows(query), _rows(key), _cols(query), _cols(key))
-        row_part = _row_bmm(value.transpose(1, 2), a_row.mT.contiguous())  # (B, H, C, W)
-        v_cols = _cols(value)  # (B, W, C, H)
-        out = _join(row_part, v_cols @ a_col.mT, value)
+        out, v_cols, a_row, a_col = _forward(query, key, value, _row_bmm)
         ctx.save_for_backward(query, key, value, v_cols, a_row, a_col)
-        return out
+        ctx.mark_non_differentiable(a_row, a_col)
+        return out, a_row, a_col
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _grad_a_row, _grad_a_col):
         query, key, value, v_cols, a_row, a_col = ctx.saved_tensors
         need_qk = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_q = grad_k = grad_v = None
@@ -159,19 +176,30 @@ def compute_dtype(query, key, value):
     return dtype
 
 
-def criss_cross_attention(query, key, value):
+def criss_cross_attention(query, key, value, return_attention=False):
     """Criss-cross attention without projections or residual.
 
     query, key: (B, Cq, H, W); value: (B, C, H, W) -> (B, C, H, W), where
     out[:, :, i, j] = sum over the H + W - 1 positions p of row i and column j of
     softmax_p(<query[:, :, i, j], key[:, :, p]>) * value[:, :, p].
-    The inputs are cast to compute_dtype(query, key, value).
+    The inputs are cast to compute_dtype(query, key, value). With return_attention, returns
+    (out, (a_row, a_col)): the softmax weights, a_row (B, H, W, W) of (i, j) on (i, w) indexed
+    [b, i, j, w] and a_col (B, W, H, H) of (i, j) on (h, j) indexed [b, j, i, h], a_col[b, j, i, i] = 0.
+
+    While torch.export (and so the ONNX exporter) traces it, the forward runs as plain batched
+    tensor ops instead of the autograd Function, whose per-image loop would fix the batch size.
     """
     dtype = compute_dtype(query, key, value)
     needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
-    op = _CrissCrossFunction.apply if needs_grad else _inference
     with torch.autocast(value.device.type, enabled=False):
-        return op(query.to(dtype), key.to(dtype), value.to(dtype))
+        inputs = query.to(dtype), key.to(dtype), value.to(dtype)
+        if torch.compiler.is_exporting():
+            out, _, a_row, a_col = _forward(*inputs, torch.matmul)
+        elif needs_grad:
+            out, a_row, a_col = _CrissCrossFunction.apply(*inputs)
+        else:
+            out, a_row, a_col = _inference(*inputs)
+    return (out, (a_row, a_col)) if return_attention else out
 
 
 class CrissCrossAttention(nn.Module):
@@ -179,7 +207,7 @@ class CrissCrossAttention(nn.Module):
 
     x: (B, in_dim, H, W) -> (B, in_dim, H, W). The parameter names match published CCNet
     checkpoints (``head.cca.query_conv.weight`` ...); gamma starts at zero, so the module
-    starts as the identity.
+    starts as the identity. register_attention_hook() shows each forward's attention weights.
     """
 
     def __init__(self, in_dim):
@@ -188,9 +216,20 @@ class CrissCrossAttention(nn.Module):
         self.key_conv = nn.Conv2d(in_dim, in_dim // 8, kernel_size=1)
         self.value_conv = nn.Conv2d(in_dim, in_dim, kernel_size=1)
         self.gamma = nn.Parameter(torch.zeros(1))
+        self._attention_hooks = OrderedDict()  # RemovableHandle keeps a weak reference to it
+
+    def register_attention_hook(self, hook):
+        """Call hook(module, a_row, a_col) after every forward with that forward's attention
+        (as criss_cross_attention returns it); returns a handle whose remove() unregisters it."""
+        handle = RemovableHandle(self._attention_hooks)
+        self._attention_hooks[handle.id] = hook
+        return handle
 
     def forward(self, x):
-        out = criss_cross_attention(self.query_conv(x), self.key_conv(x), self.value_conv(x))
+        out, attention = criss_cross_attention(self.query_conv(x), self.key_conv(x), self.value_conv(x),
+                                               return_attention=True)
+        for hook in self._attention_hooks.values():
+            hook(self, *attention)
         return self.gamma * out + x
 
 

@@ -26,14 +26,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-import networks
 from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
-from utils.checkpoint import load_model
+from networks.from_checkpoint import build_from_checkpoint
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, label_value, size_pair, str2bool
+from utils.data_parallel import AutocastDataParallel
 from utils.inference import predict
 from utils.metrics import ConfusionMatrix
-from utils.data_parallel import AutocastDataParallel
 from utils.runtime import add_launcher_arguments, autocast, memory_format, setup, teardown
 
 SEED_README_SPELLINGS_OF_TRUE = {"ture"}
@@ -170,10 +169,8 @@ def main(args):
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         loader = build_loader(info, args, runtime)
-        model = networks.build_model(args.model, args.num_classes, recurrence=args.recurrence,
-                                     norm_layer=torch.nn.BatchNorm2d)
-        load_model(model, args.restore_from, strict=True)
-        model.to(runtime.device, memory_format=memory_format(args.channels_last)).eval()
+        model, _ = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence)
+        model.to(runtime.device, memory_format=memory_format(args.channels_last))
         if len(runtime.gpu_ids) > 1:
             model = AutocastDataParallel(model, device_ids=runtime.gpu_ids)
 

@@ -8,7 +8,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from dataset.palette import palette_image
+from utils.palette import palette_image
 
 __all__ = ["LABELS", "IGNORE_LABEL", "NUM_CLASSES", "ID_TO_TRAINID", "TRAINID_TO_ID",
            "CLASS_NAMES", "PALETTE", "colorize"]

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from dataset.datasets import ImageSet, SegmentationDataSet, read_label, read_list
-from dataset.palette import palette_image
+from utils.palette import palette_image
 from utils.cli import UserError, warn
 
 IGNORE_LABEL = 255

@@ -44,8 +44,9 @@ def read_checkpoint(path):
         raise UserError(f"cannot read checkpoint {path}: {reason}") from None
 
 
-def _state_dict(obj, source):
-    """The state_dict inside a loaded checkpoint, 'module.' prefixes stripped."""
+def state_dict_of(obj, source):
+    """The state_dict inside a loaded checkpoint (bare, or under 'state_dict' or 'model'), 'module.'
+    prefixes stripped; ``source`` names the checkpoint in the UserError raised when there is none."""
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -66,19 +67,20 @@ def _summary(keys):
     return shown if len(keys) <= _SHOWN else f"{shown} ... (+{len(keys) - _SHOWN} more)"
 
 
-def load_model(model, path_or_state_dict, strict=False):
+def load_model(model, path_or_state_dict, strict=False, source=None):
     """Copy the matching tensors of a checkpoint into ``model``; returns (missing, unexpected).
 
     missing: model keys the checkpoint lacks (num_batches_tracked excepted); unexpected:
     checkpoint keys the model lacks, then keys whose shape does not fit (those are skipped).
     Each non-empty list is printed on one line. strict=True raises UserError instead when a
-    model key is missing or its shape does not fit.
+    model key is missing or its shape does not fit. ``source`` names the checkpoint in the messages
+    (default: its path, or "the given state_dict").
     """
     if isinstance(path_or_state_dict, dict):
-        source, loaded = "the given state_dict", path_or_state_dict
+        source, loaded = source or "the given state_dict", path_or_state_dict
     else:
-        source, loaded = str(path_or_state_dict), read_checkpoint(path_or_state_dict)
-    state = {k: v for k, v in _state_dict(loaded, source).items() if not k.startswith("fc.")}
+        source, loaded = source or str(path_or_state_dict), read_checkpoint(path_or_state_dict)
+    state = {k: v for k, v in state_dict_of(loaded, source).items() if not k.startswith("fc.")}
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     extra = [k for k in state if k not in own]

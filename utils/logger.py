@@ -2,19 +2,10 @@
 import sys
 import time
 
-import numpy as np
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-
-def color_label(label, palette):
-    """(H, W) integer class ids -> (H, W, 3) uint8 RGB: class k in palette[k], any other id black.
-
-    palette: (K, 3) uint8 RGB, one colour per class.
-    """
-    label = np.asarray(label)
-    known = (label >= 0) & (label < len(palette))
-    return np.where(known[..., None], np.asarray(palette, dtype=np.uint8)[np.where(known, label, 0)], 0).astype(np.uint8)
+from utils.palette import color_label
 
 
 class TrainLogger:
