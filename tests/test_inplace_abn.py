@@ -1,0 +1,202 @@
+"""InPlace-ABN against its formula written out in torch ops, and its synchronized version against
+one layer over the concatenated batch (threads as DataParallel replicas, gloo processes)."""
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from replicas import replicas_of, run_in_threads
+from sync_batchnorm import InPlaceABN, InPlaceABNSync
+
+WEIGHT = (1.2, -0.7, 0.0, 0.4, -1.3)  # negative and zero weights: |γ| + ε differs from γ
+BIAS = (0.3, -0.2, 0.0, 0.1, 0.5)  # zero bias where γ = 0: x̂ is then recovered to float32 precision
+CHANNELS = len(WEIGHT)
+SPLIT = (2, 3, 1)
+ACTIVATIONS = [("leaky_relu", 0.01), ("elu", 1.0), ("identity", 0.0)]
+EPS = 1e-5
+
+
+def _layer(activation, param, cls=InPlaceABN, dtype=torch.float32):
+    layer = cls(CHANNELS, activation=activation, activation_param=param).to(dtype)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(WEIGHT))
+        layer.bias.copy_(torch.tensor(BIAS))
+    return layer
+
+
+def _batch(dtype=torch.float32):
+    """x (6, C, 3, 4) with channel means away from zero, and an output gradient."""
+    generator = torch.Generator().manual_seed(1)
+    x = 2 * torch.randn(sum(SPLIT), CHANNELS, 3, 4, generator=generator, dtype=torch.float64) + 1
+    return x.to(dtype), torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype)
+
+
+def _formula(x, weight, bias, activation, param):
+    """act((x - mean) / sqrt(var + ε) · (|γ| + ε) + β) in plain torch ops, with d|γ|/dγ = +1 at γ = 0."""
+    var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    xhat = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + EPS)
+    magnitude = torch.where(weight >= 0, weight, -weight)
+    z = xhat * (magnitude + EPS).view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    if activation == "leaky_relu":
+        return F.leaky_relu(z, param)
+    if activation == "elu":
+        return F.elu(z, param)
+    return z
+
+
+def _formula_step(x, grad, activation, param):
+    """Output, input/weight/bias gradients and running statistics of the formula over x."""
+    weight = torch.tensor(WEIGHT, dtype=x.dtype, requires_grad=True)
+    bias = torch.tensor(BIAS, dtype=x.dtype, requires_grad=True)
+    x = x.clone().requires_grad_()
+    out = _formula(x, weight, bias, activation, param)
+    out.backward(grad)
+    var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=1)
+    return {"out": out.detach(), "x": x.grad, "weight": weight.grad, "bias": bias.grad,
+            "running_mean": 0.1 * mean, "running_var": 0.9 + 0.1 * var}
+
+
+def _assert_close(actual, expected):
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("activation,param", ACTIVATIONS)
+def test_training_step_matches_the_formula_and_reuses_the_input(activation, param):
+    layer = _layer(activation, param)
+    x, grad = _batch()
+    leaf = x.clone().requires_grad_()
+    inputs = leaf * 1  # a non-leaf, as a convolution's output is
+    out = layer(inputs)
+    assert out.untyped_storage().data_ptr() == inputs.untyped_storage().data_ptr()
+    out.backward(grad)
+    expected = _formula_step(x, grad, activation, param)
+    _assert_close(out.detach(), expected["out"])
+    _assert_close(leaf.grad, expected["x"])
+    _assert_close(layer.weight.grad, expected["weight"])
+    _assert_close(layer.bias.grad, expected["bias"])
+    _assert_close(layer.running_mean, expected["running_mean"])
+    _assert_close(layer.running_var, expected["running_var"])
+    assert layer.num_batches_tracked.item() == 1
+
+
+@pytest.mark.parametrize("activation,param", ACTIVATIONS)
+def test_gradcheck_in_float64(activation, param):
+    layer = _layer(activation, param, dtype=torch.float64)
+    x, _ = _batch(torch.float64)
+    weight = torch.tensor([1.2, -0.7, 0.3, 0.4, -1.3], dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(BIAS, dtype=torch.float64, requires_grad=True)
+
+    def step(x, weight, bias):
+        return functional_call(layer, {"weight": weight, "bias": bias}, (x.clone(),))
+
+    assert torch.autograd.gradcheck(step, (x[:2].requires_grad_(), weight, bias))
+
+
+@pytest.mark.parametrize("activation,param", ACTIVATIONS)
+def test_eval_is_the_affine_map_of_the_running_statistics_then_the_activation(activation, param):
+    layer = _layer(activation, param).eval()
+    with torch.no_grad():
+        layer.running_mean.copy_(torch.linspace(-1, 1, CHANNELS))
+        layer.running_var.copy_(torch.linspace(0.5, 2, CHANNELS))
+    x, _ = _batch()
+    before = x.clone()
+    out = layer(x)
+    scale = (torch.tensor(WEIGHT).abs() + EPS) / torch.sqrt(layer.running_var + EPS)
+    z = (x - layer.running_mean.view(1, -1, 1, 1)) * scale.view(1, -1, 1, 1) + torch.tensor(BIAS).view(1, -1, 1, 1)
+    expected = {"leaky_relu": lambda: F.leaky_relu(z, param), "elu": lambda: F.elu(z, param),
+                "identity": lambda: z}[activation]()
+    _assert_close(out, expected)
+    assert torch.equal(x, before)
+
+
+def test_bfloat16_input_keeps_float32_statistics():
+    layer = _layer("leaky_relu", 0.01)
+    x, _ = _batch(torch.bfloat16)
+    out = layer(x.clone())
+    assert out.dtype == torch.bfloat16
+    expected = _formula_step(x.float(), torch.zeros(x.shape), "leaky_relu", 0.01)
+    torch.testing.assert_close(out, expected["out"].to(torch.bfloat16))
+    _assert_close(layer.running_mean, expected["running_mean"])
+    _assert_close(layer.running_var, expected["running_var"])
+
+
+def test_activations_that_cannot_be_inverted_are_refused():
+    with pytest.raises(ValueError, match="unknown activation"):
+        InPlaceABN(3, activation="relu")
+    with pytest.raises(ValueError, match="positive parameter"):
+        InPlaceABN(3, activation="leaky_relu", activation_param=0.0)
+
+
+def _whole_batch_step(x, grad, activation="leaky_relu", param=0.01):
+    """One InPlaceABN step over the concatenated batch: output, gradients and state."""
+    layer = _layer(activation, param)
+    leaf = x.clone().requires_grad_()
+    out = layer(leaf * 1)
+    out.backward(grad)
+    return {"out": out.detach(), "x": leaf.grad, "weight": layer.weight.grad, "bias": layer.bias.grad,
+            "state": layer.state_dict()}
+
+
+def _assert_state(actual, expected):
+    for key, value in expected.items():
+        _assert_close(actual[key], value)
+
+
+@pytest.mark.parametrize("activation,param", ACTIVATIONS)
+def test_thread_replicas_match_one_layer_on_the_whole_batch(activation, param):
+    sync = _layer(activation, param, InPlaceABNSync)
+    x, grad = _batch()
+    leaf = x.clone().requires_grad_()
+    chunks = [part * 1 for part in leaf.split(SPLIT)]  # Scatter's copies, each a tensor of its own
+    grads = grad.split(SPLIT)
+    replicas = replicas_of(sync, len(SPLIT))
+    outs = run_in_threads([lambda i=i: replicas[i](chunks[i]) for i in range(len(SPLIT))])
+    # The autograd engine runs each device's part of the backward in that device's thread.
+    run_in_threads([lambda i=i: outs[i].backward(grads[i]) for i in range(len(SPLIT))])
+    expected = _whole_batch_step(x, grad, activation, param)
+    _assert_close(torch.cat(outs).detach(), expected["out"])
+    _assert_close(leaf.grad, expected["x"])
+    _assert_close(sync.weight.grad, expected["weight"])
+    _assert_close(sync.bias.grad, expected["bias"])
+    _assert_state(sync.state_dict(), expected["state"])
+
+
+def test_outside_parallel_the_sync_layer_is_the_plain_one():
+    x, grad = _batch()
+    sync = _layer("leaky_relu", 0.01, InPlaceABNSync)
+    leaf = x.clone().requires_grad_()
+    out = sync(leaf * 1)
+    out.backward(grad)
+    expected = _whole_batch_step(x, grad)
+    assert torch.equal(out.detach(), expected["out"]) and torch.equal(leaf.grad, expected["x"])
+    assert torch.equal(sync.weight.grad, expected["weight"])
+
+
+def _gloo_worker(rank, world_size, store_path, results):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank,
+                                         world_size=world_size)
+    sync = _layer("leaky_relu", 0.01, InPlaceABNSync)
+    x, grad = _batch()
+    parts = (2, 4)
+    start = sum(parts[:rank])
+    leaf = x[start:start + parts[rank]].clone().requires_grad_()
+    out = sync(leaf * 1)
+    out.backward(grad[start:start + parts[rank]])
+    torch.save({"out": out.detach(), "x": leaf.grad, "weight": sync.weight.grad, "bias": sync.bias.grad,
+                "state": sync.state_dict()}, f"{results}.{rank}")
+    torch.distributed.destroy_process_group()
+
+
+def test_gloo_processes_match_one_layer_on_the_whole_batch(tmp_path):
+    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "result")), nprocs=2)
+    ranks = [torch.load(f"{tmp_path / 'result'}.{rank}", weights_only=True) for rank in range(2)]
+    x, grad = _batch()
+    expected = _whole_batch_step(x, grad)
+    _assert_close(torch.cat([r["out"] for r in ranks]), expected["out"])
+    _assert_close(torch.cat([r["x"] for r in ranks]), expected["x"])
+    # DDP sums the parameter gradients of the processes; each holds its own part.
+    _assert_close(ranks[0]["weight"] + ranks[1]["weight"], expected["weight"])
+    _assert_close(ranks[0]["bias"] + ranks[1]["bias"], expected["bias"])
+    for r in ranks:
+        _assert_state(r["state"], expected["state"])
