@@ -11,7 +11,9 @@ Prediction is sliding-window over --input-size tiles by default, whole-image wit
 torchrun each process evaluates its own share of the images and the confusion matrices are summed.
 Writes <dirname of --Output>/outputs/<name>.png (palette PNG of train ids) and result.txt (JSON
 {"meanIU", "IU_array"}) next to the checkpoint; --test predicts the unlabelled test split and also
-writes outputs/label_ids/<name>.png in official label ids for the benchmark server.
+writes outputs/label_ids/<name>.png in official label ids for the benchmark server. The checkpoint's
+keys tell its normalization layout (networks.norms), so the released official CCNet models, which
+use InPlace-ABN, evaluate as they are.
 """
 import argparse
 import json
@@ -27,7 +29,7 @@ from tqdm import tqdm
 import networks
 from dataset.cityscapes_labels import CLASS_NAMES, TRAINID_TO_ID, colorize
 from dataset.datasets import IMG_MEAN, CSDataTestSet, CSDataValSet
-from utils.checkpoint import load_model
+from utils.checkpoint import load_model, read_state_dict
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, label_value, size_pair, str2bool
 from utils.inference import predict
 from utils.metrics import ConfusionMatrix
@@ -66,6 +68,9 @@ def get_args_parser():
     parser.add_argument("--whole", type=whole_flag, nargs="?", const=True, default=False,
                         help="predict each image in one pass instead of by sliding window")
     parser.add_argument("--model", type=str, default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
+    parser.add_argument("--norm", choices=networks.NORMS, default=None,
+                        help="normalization layout: syncbn (the seed's) or inplace-abn (the official CCNet's); "
+                             "default: told by the checkpoint's classifier keys")
     parser.add_argument("--scales", type=float_list, default=[1.0],
                         help="comma-separated image scales whose probabilities are averaged, e.g. 0.75,1.0,1.25")
     parser.add_argument("--flip", type=str2bool, nargs="?", const=True, default=False,
@@ -154,10 +159,14 @@ def main(args):
     try:
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        state = read_state_dict(args.restore_from)
+        norm = args.norm or networks.layout_of(state) or "syncbn"
         model = networks.build_model(args.model, args.num_classes, recurrence=args.recurrence,
-                                     norm_layer=torch.nn.BatchNorm2d)
+                                     norm_layer=networks.single_device_norm_layer(norm), norm=norm)
         loader = build_loader(args, runtime)
-        load_model(model, args.restore_from, strict=True)
+        load_model(model, state, strict=True, source=args.restore_from)
+        if runtime.is_main:
+            print(f"{args.restore_from}: {networks.DESCRIPTIONS[norm]}")
         model.to(runtime.device, memory_format=memory_format(args.channels_last)).eval()
         if len(runtime.gpu_ids) > 1:
             model = torch.nn.DataParallel(model, device_ids=runtime.gpu_ids)

@@ -37,15 +37,23 @@ def activate_(y, activation, param):
     return y
 
 
-def invert_activation(y, dy, activation, param):
-    """From the output y and its gradient dy, the activation's input z and dz = dy · act'(z), both new tensors."""
-    if activation == "identity":
-        return y.clone(), dy.clone()
-    negative = y < 0
+def invert_activation(y, activation, param):
+    """The activation's input z (N, C, ...) from its output y; y itself for the identity."""
     if activation == "leaky_relu":
-        return torch.where(negative, y / param, y), torch.where(negative, dy * param, dy)
-    # ELU: y = param · (exp(z) - 1) for z < 0, so z = log1p(y / param) and act'(z) = y + param.
-    return torch.where(negative, torch.log1p(y / param), y), torch.where(negative, dy * (y + param), dy)
+        return F.leaky_relu(y, 1 / param)
+    if activation == "elu":
+        # y = param · (exp(z) - 1) for z < 0, so z = log1p(y / param).
+        return torch.where(y < 0, torch.log1p(y / param), y)
+    return y
+
+
+def activation_gradient(y, dy, activation, param):
+    """dz = dy · act'(z) (N, C, ...) from the output y; dy itself for the identity."""
+    if activation == "leaky_relu":
+        return torch.ops.aten.leaky_relu_backward(dy, y, param, True)
+    if activation == "elu":
+        return torch.ops.aten.elu_backward(dy, param, 1, 1, True, y)
+    return dy
 
 
 def _positive_scale(weight, eps):
@@ -74,23 +82,41 @@ def abn_backward(y, dy, var, total, weight, bias, eps, activation, param, sum_ov
 
     var: (C,) biased batch variance; total: the number of values per channel over the whole batch;
     sum_over_replicas: sums a (2C,) tensor over the replicas/processes that share the statistics.
-    dweight and dbias are this part's own, to be summed by DataParallel / DDP.
+    dweight and dbias are this part's own, to be summed by DataParallel / DDP. With z the
+    activation's input and x̂ = (z - bias) / (|weight| + eps), dx is the BatchNorm gradient
+    (|weight| + eps) / sqrt(var + eps) · (dz - mean(dz) - x̂ · mean(dz · x̂)), written as
+    c1 · dz + c2 · z + c3 per channel so that x̂ is never stored.
     """
-    dim = y.dim()
-    dims = [0] + list(range(2, dim))
-    stat_dtype = var.dtype
-    positive = _positive_scale(weight, eps).to(stat_dtype)  # (C,)
-    z, dz = invert_activation(y.to(stat_dtype), dy.to(stat_dtype), activation, param)
-    xhat = z.sub_(_channel_view(bias.to(stat_dtype), dim)).div_(_channel_view(positive, dim))  # (N, C, ...)
+    dim, dims, input_dtype = y.dim(), [0] + list(range(2, y.dim())), y.dtype
+    y, dy = y.to(var.dtype), dy.to(var.dtype)  # (N, C, ...) each
+    positive = _positive_scale(weight, eps).to(var.dtype)  # (C,)
+    shift = bias.to(var.dtype)
+    dz = activation_gradient(y, dy, activation, param)  # (N, C, ...), dy itself for the identity
     sum_dz = dz.sum(dims)  # (C,)
-    sum_dz_xhat = (dz * xhat).sum(dims)  # (C,)
+    if activation == "elu":
+        z = invert_activation(y, activation, param)  # (N, C, ...)
+        sum_dz_z = (dz * z).sum(dims)  # (C,)
+    else:
+        # The leaky ReLU scales z and dz inversely, so dz · z = dy · y. One buffer takes these
+        # products, then z (leaky ReLU) or dx (identity): no more than BatchNorm's own backward keeps.
+        buffer = torch.mul(dy, y)  # (N, C, ...)
+        sum_dz_z = buffer.sum(dims)
+        z = F.leaky_relu_(buffer.copy_(y), 1 / param) if activation == "leaky_relu" else y
+    sum_dz_xhat = (sum_dz_z - shift * sum_dz) / positive  # (C,)
     channels = sum_dz.numel()
     whole = sum_over_replicas(torch.cat([sum_dz, sum_dz_xhat]))  # (2C,)
     mean_dz, mean_dz_xhat = whole[:channels] / total, whole[channels:] / total  # (C,), (C,)
-    dx = dz.sub_(_channel_view(mean_dz, dim)).addcmul_(xhat, _channel_view(-mean_dz_xhat, dim))
-    dx.mul_(_channel_view(positive * torch.rsqrt(var + eps), dim))
-    sign = torch.where(weight >= 0, 1.0, -1.0).to(stat_dtype)  # d|γ|/dγ, +1 at γ = 0
-    return dx.to(y.dtype), (sum_dz_xhat * sign).to(weight.dtype), sum_dz.to(bias.dtype)
+    invstd = torch.rsqrt(var + eps)
+    c1 = positive * invstd  # (C,)
+    c2 = -invstd * mean_dz_xhat
+    c3 = -c1 * mean_dz - c2 * shift
+    if activation == "identity":
+        dx = torch.mul(dy, _channel_view(c1, dim), out=buffer)
+    else:
+        dx = dz.mul_(_channel_view(c1, dim))
+    dx.addcmul_(z, _channel_view(c2, dim)).add_(_channel_view(c3, dim))
+    sign = torch.where(weight >= 0, 1.0, -1.0).to(var.dtype)  # d|γ|/dγ, +1 at γ = 0
+    return dx.to(input_dtype), (sum_dz_xhat * sign).to(weight.dtype), sum_dz.to(bias.dtype)
 
 
 class _InPlaceABNFunction(torch.autograd.Function):

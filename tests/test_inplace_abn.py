@@ -6,6 +6,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from abn_formula import abn_formula
 from replicas import replicas_of, run_in_threads
 from sync_batchnorm import InPlaceABN, InPlaceABNSync
 
@@ -32,27 +33,13 @@ def _batch(dtype=torch.float32):
     return x.to(dtype), torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype)
 
 
-def _formula(x, weight, bias, activation, param):
-    """act((x - mean) / sqrt(var + ε) · (|γ| + ε) + β) in plain torch ops, with d|γ|/dγ = +1 at γ = 0."""
-    var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-    xhat = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + EPS)
-    magnitude = torch.where(weight >= 0, weight, -weight)
-    z = xhat * (magnitude + EPS).view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
-    if activation == "leaky_relu":
-        return F.leaky_relu(z, param)
-    if activation == "elu":
-        return F.elu(z, param)
-    return z
-
-
 def _formula_step(x, grad, activation, param):
     """Output, input/weight/bias gradients and running statistics of the formula over x."""
     weight = torch.tensor(WEIGHT, dtype=x.dtype, requires_grad=True)
     bias = torch.tensor(BIAS, dtype=x.dtype, requires_grad=True)
     x = x.clone().requires_grad_()
-    out = _formula(x, weight, bias, activation, param)
+    out, (mean, var) = abn_formula(x, weight, bias, EPS, activation, param)
     out.backward(grad)
-    var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=1)
     return {"out": out.detach(), "x": x.grad, "weight": weight.grad, "bias": bias.grad,
             "running_mean": 0.1 * mean, "running_var": 0.9 + 0.1 * var}
 
@@ -200,3 +187,14 @@ def test_gloo_processes_match_one_layer_on_the_whole_batch(tmp_path):
     _assert_close(ranks[0]["bias"] + ranks[1]["bias"], expected["bias"])
     for r in ranks:
         _assert_state(r["state"], expected["state"])
+
+
+def test_bfloat16_gradients_come_back_in_the_input_and_parameter_dtypes():
+    layer = _layer("leaky_relu", 0.01)
+    x, grad = _batch(torch.bfloat16)
+    leaf = x.clone().requires_grad_()
+    layer(leaf * 1).backward(grad)
+    expected = _formula_step(x.float(), grad.float(), "leaky_relu", 0.01)
+    assert leaf.grad.dtype == torch.bfloat16 and layer.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(leaf.grad, expected["x"].to(torch.bfloat16), atol=0.05, rtol=0.02)
+    torch.testing.assert_close(layer.bias.grad, expected["bias"], atol=0.05, rtol=0.02)

@@ -23,7 +23,7 @@ from utils.cli import UserError
 _PREFIX = "module."
 _SHOWN = 6
 STATE_KEYS = ("model", "optimizer", "scaler", "iteration", "rng", "args")
-MODEL_FLAGS = ("model", "num_classes")  # the flags that decide the model's tensors
+MODEL_FLAGS = ("model", "num_classes", "norm")  # the flags that decide the model's tensors
 
 
 def read_checkpoint(path):
@@ -54,14 +54,21 @@ def _state_dict(obj, source):
     return state
 
 
+def read_state_dict(path):
+    """The model state_dict of a checkpoint file (see the module docstring), 'module.' prefixes stripped."""
+    return _state_dict(read_checkpoint(path), str(path))
+
+
 def _summary(keys):
     """'a, b, c ... (+N more)' for a one-line report."""
     shown = ", ".join(keys[:_SHOWN])
     return shown if len(keys) <= _SHOWN else f"{shown} ... (+{len(keys) - _SHOWN} more)"
 
 
-def load_model(model, path_or_state_dict, strict=False):
+def load_model(model, path_or_state_dict, strict=False, source=None):
     """Copy the matching tensors of a checkpoint into ``model``; returns (missing, unexpected).
+
+    source: how messages name a state_dict given in memory (e.g. the path it was read from).
 
     missing: model keys the checkpoint lacks (num_batches_tracked excepted); unexpected:
     checkpoint keys the model lacks, then keys whose shape does not fit (those are skipped).
@@ -69,7 +76,7 @@ def load_model(model, path_or_state_dict, strict=False):
     model key is missing or its shape does not fit.
     """
     if isinstance(path_or_state_dict, dict):
-        source, loaded = "the given state_dict", path_or_state_dict
+        source, loaded = source or "the given state_dict", path_or_state_dict
     else:
         source, loaded = str(path_or_state_dict), read_checkpoint(path_or_state_dict)
     state = {k: v for k, v in _state_dict(loaded, source).items() if not k.startswith("fc.")}
@@ -140,7 +147,7 @@ def save_state(path, model, optimizer, scaler, iteration, rng_states, args):
 
 
 def load_state(path, args):
-    """Read a state written by save_state() for the model that `args` (--model, --num-classes) builds.
+    """Read a state written by save_state() for the model that `args` (--model, --num-classes, --norm) builds.
 
     A missing, unreadable or foreign file, or one of another model, is a UserError.
     """
