@@ -2,12 +2,11 @@
 one layer over the concatenated batch (threads as DataParallel replicas, gloo processes)."""
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.func import functional_call
 
 from abn_formula import abn_formula
-from replicas import replicas_of, run_in_threads
+from replicas import replicas_of, run_in_gloo_processes, run_in_threads, step_on_share
 from sync_batchnorm import InPlaceABN, InPlaceABNSync
 
 WEIGHT = (1.2, -0.7, 0.0, 0.4, -1.3)  # negative and zero weights: |γ| + ε differs from γ
@@ -160,28 +159,16 @@ def test_outside_parallel_the_sync_layer_is_the_plain_one():
     assert torch.equal(sync.weight.grad, expected["weight"])
 
 
-def _gloo_worker(rank, world_size, store_path, results):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank,
-                                         world_size=world_size)
-    sync = _layer("leaky_relu", 0.01, InPlaceABNSync)
-    x, grad = _batch()
-    parts = (2, 4)
-    start = sum(parts[:rank])
-    leaf = x[start:start + parts[rank]].clone().requires_grad_()
-    out = sync(leaf * 1)
-    out.backward(grad[start:start + parts[rank]])
-    torch.save({"out": out.detach(), "x": leaf.grad, "weight": sync.weight.grad, "bias": sync.bias.grad,
-                "state": sync.state_dict()}, f"{results}.{rank}")
-    torch.distributed.destroy_process_group()
+def _gloo_part(rank):
+    return step_on_share(_layer("leaky_relu", 0.01, InPlaceABNSync), *_batch(), rank, (2, 4))
 
 
 def test_gloo_processes_match_one_layer_on_the_whole_batch(tmp_path):
-    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "result")), nprocs=2)
-    ranks = [torch.load(f"{tmp_path / 'result'}.{rank}", weights_only=True) for rank in range(2)]
+    ranks = run_in_gloo_processes(_gloo_part, 2, tmp_path)
     x, grad = _batch()
     expected = _whole_batch_step(x, grad)
     _assert_close(torch.cat([r["out"] for r in ranks]), expected["out"])
-    _assert_close(torch.cat([r["x"] for r in ranks]), expected["x"])
+    _assert_close(torch.cat([r["grad"] for r in ranks]), expected["x"])
     # DDP sums the parameter gradients of the processes; each holds its own part.
     _assert_close(ranks[0]["weight"] + ranks[1]["weight"], expected["weight"])
     _assert_close(ranks[0]["bias"] + ranks[1]["bias"], expected["bias"])

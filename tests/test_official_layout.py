@@ -27,9 +27,9 @@ def _spec(path):
     return {key: tuple(int(n) for n in shape.split("x")) for key, shape in rows}
 
 
-def _randomize_norms(model, seed):
-    """Weights of both signs and zero, and running statistics away from (0, 1), so that the
-    layouts' formulas and a wrong load would show in the logits."""
+def _randomize(model, seed):
+    """Norm weights of both signs and zero, running statistics away from (0, 1) and a working
+    attention, so that the layouts' formulas and a wrong load would show in the logits."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
@@ -40,21 +40,14 @@ def _randomize_norms(model, seed):
                 module.bias.copy_(torch.rand(channels, generator=generator) * 0.2 - 0.1)
                 module.running_mean.copy_(torch.rand(channels, generator=generator) * 0.2 - 0.1)
                 module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+        model.head.cca.gamma.fill_(0.5)
     return model
 
 
 @pytest.fixture(scope="module")
 def official():
     torch.manual_seed(0)
-    model = _randomize_norms(networks.build_model("ccnet", 19, recurrence=2, norm="inplace-abn"), 1).eval()
-    with torch.no_grad():
-        model.head.cca.gamma.fill_(0.5)  # so that the attention changes the output
-    return model
-
-
-@pytest.fixture(scope="module")
-def image():
-    return torch.randn(1, 3, 33, 33, generator=torch.Generator().manual_seed(2))
+    return _randomize(networks.build_model("ccnet", 19, recurrence=2, norm="inplace-abn"), seed=1).eval()
 
 
 def test_state_dict_is_exactly_the_official_keys_and_shapes(official):
@@ -81,7 +74,7 @@ def test_layout_of_names_the_layout_by_its_classifier_keys():
     assert networks.layout_of({k: v for k, v in _spec(SEED_SPEC).items() if not k.startswith("dsn.")}) is None
 
 
-def test_saved_and_reloaded_gives_identical_logits(official, image, tmp_path):
+def test_saved_and_reloaded_gives_identical_logits(official, tmp_path):
     torch.save(official.state_dict(), tmp_path / "CS_scenes_1.pth")
     state = read_state_dict(tmp_path / "CS_scenes_1.pth")
     norm = networks.layout_of(state)
@@ -89,6 +82,7 @@ def test_saved_and_reloaded_gives_identical_logits(official, image, tmp_path):
     loaded = networks.build_model("ccnet", 19, recurrence=2, norm=norm,
                                   norm_layer=networks.single_device_norm_layer(norm)).eval()
     assert load_model(loaded, state, strict=True) == ([], [])
+    image = torch.randn(1, 3, 33, 33, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         for ours, theirs in zip(loaded(image), official(image)):
             torch.testing.assert_close(ours, theirs, atol=0, rtol=0)

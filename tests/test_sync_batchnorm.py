@@ -3,12 +3,11 @@ import copy
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn as nn
 
 from sync_batchnorm import (DataParallelWithCallback, SynchronizedBatchNorm1d, SynchronizedBatchNorm2d,
                             SynchronizedBatchNorm3d, convert_model, patch_replication_callback)
-from replicas import replicas_of, run_in_threads
+from replicas import replicas_of, run_in_gloo_processes, run_in_threads, step_on_share
 
 CHANNELS = 5
 SPLIT = (2, 3, 1)  # unequal parts, as the last batch of an epoch may be
@@ -97,24 +96,12 @@ def test_autocast_keeps_statistics_in_float32():
     _assert_same_state(sync, reference)
 
 
-def _gloo_worker(rank, world_size, store_path, results):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank,
-                                         world_size=world_size)
-    sync, _ = _layers()
-    x, grad = _batch()
-    parts = (2, 4)
-    start = sum(parts[:rank])
-    leaf = x[start:start + parts[rank]].clone().requires_grad_()
-    out = sync(leaf)
-    out.backward(grad[start:start + parts[rank]])
-    torch.save({"out": out.detach(), "grad": leaf.grad, "weight": sync.weight.grad, "bias": sync.bias.grad,
-                "state": sync.state_dict()}, f"{results}.{rank}")
-    torch.distributed.destroy_process_group()
+def _gloo_part(rank):
+    return step_on_share(_layers()[0], *_batch(), rank, (2, 4))
 
 
 def test_gloo_processes_match_batchnorm_on_whole_batch(tmp_path):
-    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "result")), nprocs=2)
-    ranks = [torch.load(f"{tmp_path / 'result'}.{rank}", weights_only=True) for rank in range(2)]
+    ranks = run_in_gloo_processes(_gloo_part, 2, tmp_path)
     _, reference = _layers()
     x, grad = _batch()
     x = x[:6]
