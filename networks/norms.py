@@ -80,6 +80,7 @@ def single_device_norm_layer(norm):
 def layout_of(state_dict):
     """The layout a model state_dict was saved from, told by its DSN classifier ('dsn.3.weight' for
     'inplace-abn', 'dsn.4.weight' for 'syncbn'); None when it has neither (e.g. ImageNet weights)."""
-    found = [name for name, key in (("inplace-abn", "dsn.3.weight"), ("syncbn", "dsn.4.weight")) if key in state_dict]
+    classifiers = (("inplace-abn", "dsn.3.weight"), ("syncbn", "dsn.4.weight"))
+    found = [name for name, key in classifiers if key in state_dict]
     return found[0] if len(found) == 1 else None
 

@@ -59,7 +59,8 @@ class ResNet(nn.Module):
     norm_layer(C) followed by act_layer() (a ReLU), as in torchvision and timm.
     """
 
-    def __init__(self, layers=(3, 4, 23, 3), norm_layer=nn.BatchNorm2d, multi_grid=(1, 1, 1), act_layer=InPlaceReLU):
+    def __init__(self, layers=(3, 4, 23, 3), norm_layer=nn.BatchNorm2d, multi_grid=(1, 1, 1),
+                 act_layer=InPlaceReLU):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = norm_layer(64)
@@ -74,7 +75,8 @@ class ResNet(nn.Module):
         self.layer1 = make_layer(128, 64, layers[0], norm_layer, act_layer)
         self.layer2 = make_layer(256, 128, layers[1], norm_layer, act_layer, stride=2)
         self.layer3 = make_layer(512, 256, layers[2], norm_layer, act_layer, dilations=(2,))
-        self.layer4 = make_layer(1024, 512, layers[3], norm_layer, act_layer, dilations=tuple(4 * g for g in multi_grid))
+        self.layer4 = make_layer(1024, 512, layers[3], norm_layer, act_layer,
+                                 dilations=tuple(4 * g for g in multi_grid))
 
         self._init_weights()
 

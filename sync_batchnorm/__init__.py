@@ -5,4 +5,5 @@ from sync_batchnorm.inplace_abn import InPlaceABN, InPlaceABNSync
 from sync_batchnorm.replicate import DataParallelWithCallback, patch_replication_callback
 
 __all__ = ["SynchronizedBatchNorm1d", "SynchronizedBatchNorm2d", "SynchronizedBatchNorm3d",
-           "InPlaceABN", "InPlaceABNSync", "DataParallelWithCallback", "patch_replication_callback", "convert_model"]
+           "InPlaceABN", "InPlaceABNSync", "DataParallelWithCallback", "patch_replication_callback",
+           "convert_model"]

@@ -3,10 +3,10 @@
 Rota Bulò et al., "In-Place Activated BatchNorm for Memory-Optimized Training of DNNs" (CVPR 2018):
 y = act(x̂ · (|γ| + ε) + β) with x̂ = (x - mean) / sqrt(var + ε). In training the output overwrites
 the input and the backward keeps only y and per-channel statistics: it recovers x̂ from y by
-inverting the activation (hence |γ| + ε, never zero, and invertible activations only), so a layer
-costs one activation-sized tensor instead of two. The weight gradient takes d|γ|/dγ = +1 at γ = 0,
-so zero-initialised weights still train. Recovering x̂ divides by |γ| + ε: in float32 its error
-grows like |β| / (|γ| + ε) ulps, which is the method's own precision limit.
+inverting the activation (hence |γ| + ε, never zero, and invertible activations only), so BatchNorm
+with its activation keeps one activation-sized tensor instead of two. The weight gradient takes
+d|γ|/dγ = +1 at γ = 0, so zero-initialised weights still train. Recovering x̂ divides by |γ| + ε:
+in float32 its error grows like |β| / (|γ| + ε) ulps, which is the method's own precision limit.
 
 The three steps are separate functions so that a recomputing caller can reuse them:
 batch statistics (sync_batchnorm.statistics.local_stats and the layer's _global_stats),
@@ -65,7 +65,7 @@ def normalize_activate_(x, mean, var, weight, bias, eps, activation, param):
     """x (N, C, ...) <- act((x - mean) / sqrt(var + eps) · (|weight| + eps) + bias), in place; returns x.
 
     mean, var: (C,) in float32 (float64 for double inputs); a float16/bfloat16 x is computed in
-    that precision and written back.
+    float32 and written back.
     """
     work = x if x.dtype == mean.dtype else x.to(mean.dtype)
     scale = _positive_scale(weight, eps).to(mean.dtype) * torch.rsqrt(var + eps)  # (C,)
@@ -180,4 +180,9 @@ class InPlaceABN(LocalStatistics, nn.modules.batchnorm._NormBase):
 
 class InPlaceABNSync(SynchronizedStatistics, InPlaceABN):
     """InPlaceABN whose statistics, and their gradients, cover the whole batch over the replicas of a
-    DataParallelWithCallback and the processes of torch.distributed."""
+    DataParallelWithCallback and the processes of torch.distributed.
+
+    The backward sums its per-channel gradient sums over the parts as well: between processes by
+    all_reduce, between DataParallel replicas through their exchange, which the autograd engine's
+    one thread per device lets every replica reach.
+    """

@@ -2,8 +2,10 @@
 
 A layer mixing in SynchronizedStatistics is linked to its nn.DataParallel replicas by
 DataParallelWithCallback (on_data_parallel_replicate), or runs in one of several torch.distributed
-processes; either way its per-channel statistics are those of the concatenated batch. Shared by
-SynchronizedBatchNorm and InPlaceABNSync.
+processes; either way its per-channel statistics are those of the concatenated batch, and
+_sum_over_replicas sums any per-channel tensor (InPlace-ABN's gradient sums) over the same parts.
+LocalStatistics is the unsynchronized counterpart. Shared by SynchronizedBatchNorm, InPlaceABN and
+InPlaceABNSync.
 """
 import torch
 

@@ -323,7 +323,8 @@ def test_an_official_snapshot_is_evaluated_in_its_own_layout(cityscapes, officia
     assert int(confmat.matrix.sum()) == labelled
 
 
-def test_a_snapshot_of_the_other_layout_is_one_line_naming_the_keys(cityscapes, official_checkpoint, tmp_path, capsys):
+def test_a_snapshot_of_the_other_layout_is_one_line_naming_the_keys(cityscapes, official_checkpoint, tmp_path,
+                                                                   capsys):
     flags = common_flags(cityscapes, tmp_path)
     flags[flags.index("--restore-from") + 1] = official_checkpoint
     with pytest.raises(SystemExit):

@@ -7,7 +7,7 @@ from torch.func import functional_call
 
 from abn_formula import abn_formula
 from replicas import replicas_of, run_in_gloo_processes, run_in_threads, step_on_share
-from sync_batchnorm import InPlaceABN, InPlaceABNSync
+from sync_batchnorm import DataParallelWithCallback, InPlaceABN, InPlaceABNSync
 
 WEIGHT = (1.2, -0.7, 0.0, 0.4, -1.3)  # negative and zero weights: |γ| + ε differs from γ
 BIAS = (0.3, -0.2, 0.0, 0.1, 0.5)  # zero bias where γ = 0: x̂ is then recovered to float32 precision
@@ -185,3 +185,19 @@ def test_bfloat16_gradients_come_back_in_the_input_and_parameter_dtypes():
     assert leaf.grad.dtype == torch.bfloat16 and layer.weight.grad.dtype == torch.float32
     torch.testing.assert_close(leaf.grad, expected["x"].to(torch.bfloat16), atol=0.05, rtol=0.02)
     torch.testing.assert_close(layer.bias.grad, expected["bias"], atol=0.05, rtol=0.02)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_data_parallel_on_the_gpus_matches_one_layer_on_the_cpu():
+    sync = _layer("leaky_relu", 0.01, InPlaceABNSync).to("cuda")
+    model = DataParallelWithCallback(sync, device_ids=list(range(torch.cuda.device_count())))
+    x, grad = _batch()
+    leaf = x.to("cuda").requires_grad_()
+    out = model(leaf * 1)
+    out.backward(grad.to("cuda"))
+    expected = _whole_batch_step(x, grad)
+    actual = {"out": out.detach(), "x": leaf.grad, "weight": sync.weight.grad, "bias": sync.bias.grad}
+    for key, value in actual.items():
+        torch.testing.assert_close(value.cpu(), expected[key], atol=1e-5, rtol=1e-5)
+    for key, value in expected["state"].items():
+        torch.testing.assert_close(sync.state_dict()[key].cpu(), value, atol=1e-5, rtol=1e-5)

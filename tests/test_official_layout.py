@@ -61,7 +61,8 @@ def test_backbone_norms_are_identity_and_head_norms_leaky_relu_without_relu_modu
                for m in head_norms)
     backbone = [m for name, m in official.named_modules() if isinstance(m, InPlaceABN)
                 and not name.startswith(("head.", "dsn."))]
-    backbone_keys = [k for k in _spec(OFFICIAL_SPEC) if k.endswith(".running_mean") and not k.startswith(("head.", "dsn."))]
+    backbone_keys = [k for k in _spec(OFFICIAL_SPEC)
+                     if k.endswith(".running_mean") and not k.startswith(("head.", "dsn."))]
     assert len(backbone) == len(backbone_keys) and all(m.activation == "identity" for m in backbone)
     assert not any(isinstance(m, nn.ReLU) for m in (*official.head.modules(), *official.dsn.modules()))
     # The InPlace-ABN before each ReLU keeps its output for its backward: the ReLU must not overwrite it.
@@ -147,7 +148,8 @@ def test_a_training_step_equals_the_out_of_place_composition(official):
         expected = ref_params[_reference_key(key, ref_params)].grad
         torch.testing.assert_close(param.grad, expected, atol=1e-10, rtol=1e-8, msg=key)
     for key, value in state.items():
-        torch.testing.assert_close(value, ref_state[_reference_key(key, ref_state)], atol=1e-12, rtol=1e-10, msg=key)
+        expected = ref_state[_reference_key(key, ref_state)]
+        torch.testing.assert_close(value, expected, atol=1e-12, rtol=1e-10, msg=key)
 
 
 @pytest.mark.parametrize("name", ["pspnet", "deeplabv3"])

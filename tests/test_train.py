@@ -269,7 +269,8 @@ def test_not_restore_last_resets_only_the_two_classifier_convolutions():
 def test_norm_inplace_abn_writes_official_snapshots_that_need_the_flag_back(data, tmp_path):
     """One step with --norm inplace-abn: the snapshot has the official keys; fine-tuning it without the
     flag, or resuming its state with another --norm, is one line naming the flag."""
-    args = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--num-steps", "1", "--norm", "inplace-abn"))
+    args = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--num-steps", "1",
+                                                          "--norm", "inplace-abn"))
     train.main(args)
     snapshot = read_state_dict(tmp_path / "CS_scenes_1.pth")
     official = [line.split("\t")[0] for line in OFFICIAL_SPEC.read_text().splitlines() if not line.startswith("#")]
