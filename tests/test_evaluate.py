@@ -303,7 +303,6 @@ def test_amp_and_channels_last_count_the_bf16_channels_last_predictions(cityscap
     assert np.array_equal(confmat.matrix.numpy(), counted_confusion(predictions.numpy(), labels))
 
 
-
 @pytest.fixture(scope="module")
 def official_checkpoint(tmp_path_factory):
     """A CCNet snapshot in the official InPlace-ABN layout (head.bottleneck.3.*, dsn.3.*)."""
