@@ -13,7 +13,8 @@ torchrun each process evaluates its own share of the images and the confusion ma
 Writes <dirname of --Output>/outputs/<name>.png (palette PNG of train ids) and result.txt (JSON
 {"meanIU", "IU_array"}) next to the checkpoint; --test predicts the unlabelled test split and also
 writes outputs/label_ids/<name>.png in the dataset's label values (Cityscapes: official label ids)
-for the benchmark server.
+for the benchmark server. The checkpoint's keys tell its normalization layout (networks.norms), so
+the released official CCNet models, which use InPlace-ABN, evaluate as they are.
 """
 import argparse
 import json
@@ -26,6 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+import networks
 from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from networks.from_checkpoint import build_from_checkpoint
@@ -73,6 +75,9 @@ def get_args_parser():
     parser.add_argument("--whole", type=whole_flag, nargs="?", const=True, default=False,
                         help="predict each image in one pass instead of by sliding window")
     parser.add_argument("--model", type=str, default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
+    parser.add_argument("--norm", choices=networks.NORMS, default=None,
+                        help="normalization layout: syncbn (the seed's) or inplace-abn (the official CCNet's); "
+                             "default: told by the checkpoint's classifier keys")
     parser.add_argument("--scales", type=float_list, default=[1.0],
                         help="comma-separated image scales whose probabilities are averaged, e.g. 0.75,1.0,1.25")
     parser.add_argument("--flip", type=str2bool, nargs="?", const=True, default=False,
@@ -169,7 +174,10 @@ def main(args):
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         loader = build_loader(info, args, runtime)
-        model, _ = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence)
+        model, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence,
+                                                args.norm)
+        if runtime.is_main:
+            print(f"{args.restore_from}: {networks.DESCRIPTIONS[settings['norm']]}")
         model.to(runtime.device, memory_format=memory_format(args.channels_last))
         if len(runtime.gpu_ids) > 1:
             model = AutocastDataParallel(model, device_ids=runtime.gpu_ids)

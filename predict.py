@@ -255,7 +255,7 @@ def main(args):
         raise UserError(f"--attention needs a network with criss-cross attention, not {settings['model']}")
     network.to(device, memory_format=memory_format(args.channels_last))
     print(f"{args.restore_from}: {settings['model']}, {settings['num_classes']} classes, "
-          f"recurrence {settings['recurrence']}, on {device}")
+          f"recurrence {settings['recurrence']}, {settings['norm']} layout, on {device}")
     predictor = Predictor(network, args, device, palette)
     total = sum(1 if kind == "image" else frame_count(path) for kind, path, _ in jobs)
     bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty())

@@ -4,7 +4,8 @@ on Cityscapes with the seed's command line, or on Pascal VOC, ADE20K or a folder
 Runs on one GPU or the CPU, on several GPUs of one process (``--gpu 0,1,2,3``: DataParallel with
 synchronized BN), or under torchrun (DistributedDataParallel, one process per GPU or CPU worker).
 Every ``--save-pred-every`` iterations and at the end it writes ``CS_scenes_<iter>.pth`` (the model's
-weights) and ``last.pth`` (the full training state, for ``--resume``).
+weights) and ``last.pth`` (the full training state, for ``--resume``). ``--norm inplace-abn`` trains the
+official CCNet's layout (InPlace-ABN, see networks/norms.py), e.g. to fine-tune its released models.
 """
 import math
 import os
@@ -20,7 +21,8 @@ import networks
 from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from sync_batchnorm import DataParallelWithCallback
-from utils.checkpoint import load_state, restore_state, rng_state, save_atomic, save_state
+from utils.checkpoint import (load_model, load_state, read_state_dict, restore_state, rng_state, save_atomic,
+                              save_state)
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, label_value, size_pair, str2bool
 from utils.inference import predict_whole
 from utils.logger import TrainLogger
@@ -65,6 +67,9 @@ def get_args_parser():
     parser.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
     parser.add_argument("--gpu", default=None, help="GPU ids, e.g. 0,1,2,3 (default: cuda:0 if present, else CPU)")
     parser.add_argument("--model", default="ccnet", help="network name, e.g. ccnet")
+    parser.add_argument("--norm", choices=networks.NORMS, default="syncbn",
+                        help="normalization layout: syncbn (the seed's BatchNorm + ReLU) or inplace-abn "
+                             "(the official CCNet's InPlace-ABN, to fine-tune its released models)")
     parser.add_argument("--num-workers", type=int, default=8, help="data-loading worker processes")
     parser.add_argument("--recurrence", type=int, default=0, help="criss-cross attention passes")
     parser.add_argument("--ohem", type=str2bool, default=False, help="online hard example mining loss (1/0)")
@@ -188,11 +193,17 @@ def build_network(args, device):
     else:
         criterion = CriterionDSN(ignore_index=args.ignore_label)
     skip_restore = args.resume or args.restore_from.strip().lower() in ("", "none")
-    restore_from = None if skip_restore else args.restore_from
-    net = networks.build_model(args.model, args.num_classes, criterion=criterion,
-                               pretrained_model=restore_from, recurrence=args.recurrence)
-    if restore_from and args.not_restore_last:
-        reset_classifiers(net)
+    state = None if skip_restore else read_state_dict(args.restore_from)
+    layout = networks.layout_of(state) if state else None
+    if layout not in (None, args.norm):
+        raise UserError(f"--restore-from {args.restore_from} holds {networks.DESCRIPTIONS[layout]}: "
+                        f"train it with --norm {layout}")
+    net = networks.build_model(args.model, args.num_classes, criterion=criterion, recurrence=args.recurrence,
+                               norm=args.norm)
+    if state:
+        load_model(net, state, source=args.restore_from)
+        if args.not_restore_last:
+            reset_classifiers(net)
     return net.to(device=device, memory_format=memory_format(args.channels_last)).train()
 
 

@@ -55,7 +55,11 @@ def interleaved_median_ms(fns, device, repeat, warmup):
 
 
 class PeakTensorMemory(TorchDispatchMode):
-    """Peak bytes of tensor storages allocated inside the context (the CPU has no allocator counter)."""
+    """Peak bytes of tensor storages allocated inside the context (the CPU has no allocator counter).
+
+    An output that shares an input's storage (a view, an in-place op) allocates nothing, so the
+    parameters and buffers that in-place updates and views hand back are not counted.
+    """
 
     def __init__(self):
         super().__init__()
@@ -66,11 +70,13 @@ class PeakTensorMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor)}
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key = storage.data_ptr()
-                if key and key not in self.live:
+                if key and key not in self.live and key not in inputs:
                     self.live[key] = storage.nbytes()
                     self.current += storage.nbytes()
                     self.peak = max(self.peak, self.current)

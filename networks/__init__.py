@@ -1,6 +1,9 @@
 """Segmentation models by name: ``build_model("ccnet", 19, ...)``."""
 from networks import ccnet, deeplabv3, pspnet
+from networks.norms import DESCRIPTIONS, NORMS, layout_of, single_device_norm_layer
 from utils.cli import UserError
+
+__all__ = ["MODELS", "DESCRIPTIONS", "NORMS", "build_model", "layout_of", "single_device_norm_layer"]
 
 MODELS = {
     "ccnet": ccnet.Seg_Model,
@@ -9,8 +12,10 @@ MODELS = {
 }
 
 
-def build_model(name, num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None):
-    """The model registered as ``name``; norm_layer None means SynchronizedBatchNorm2d.
+def build_model(name, num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None,
+                norm="syncbn"):
+    """The model registered as ``name`` in the layout ``norm`` (networks.norms: "syncbn", the seed's,
+    or "inplace-abn", the official CCNet's); norm_layer None means the layout's synchronized norm.
 
     pretrained_model: a checkpoint path or a state_dict loaded non-strictly (ImageNet weights);
     recurrence: how many times CCNet applies its criss-cross attention (ignored by the others).
@@ -18,4 +23,4 @@ def build_model(name, num_classes, criterion=None, pretrained_model=None, recurr
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     return MODELS[name](num_classes, criterion=criterion, pretrained_model=pretrained_model,
-                        recurrence=recurrence, norm_layer=norm_layer)
+                        recurrence=recurrence, norm_layer=norm_layer, norm=norm)

@@ -21,14 +21,14 @@ class RCCAModule(nn.Module):
     trained with recurrence 0 loads for recurrence 2, where gamma 0 makes the attention the identity.
     """
 
-    def __init__(self, in_channels, num_classes, norm_layer, recurrence=2):
+    def __init__(self, in_channels, num_classes, norm_act, recurrence=2):
         super().__init__()
         inter_channels = in_channels // 4
         self.recurrence = recurrence
-        self.conva = nn.Sequential(*conv_bn_relu(in_channels, inter_channels, 3, norm_layer))
+        self.conva = nn.Sequential(*conv_bn_relu(in_channels, inter_channels, 3, norm_act))
         self.cca = CrissCrossAttention(inter_channels).requires_grad_(recurrence > 0)
-        self.convb = nn.Sequential(*conv_bn_relu(inter_channels, inter_channels, 3, norm_layer))
-        self.bottleneck = classifier(in_channels + inter_channels, num_classes, norm_layer)
+        self.convb = nn.Sequential(*conv_bn_relu(inter_channels, inter_channels, 3, norm_act))
+        self.bottleneck = classifier(in_channels + inter_channels, num_classes, norm_act)
 
     def forward(self, x):
         out = self.conva(x)  # (B, in/4, h, w)
@@ -38,11 +38,12 @@ class RCCAModule(nn.Module):
         return self.bottleneck(torch.cat([x, out], dim=1))  # (B, K, h, w)
 
 
-def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None):
+def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn"):
     """CCNet for ``num_classes`` classes, the attention applied ``recurrence`` times.
 
     (B, 3, H, W) -> [main, dsn] logits (B, num_classes, h, w) at 1/8 resolution, or the
-    criterion's loss when a criterion and labels are given.
+    criterion's loss when a criterion and labels are given. ``norm`` names the layout of
+    networks.norms ("syncbn", the seed's; "inplace-abn", the official model's).
     """
-    return segmentation_model(lambda norm_layer: RCCAModule(2048, num_classes, norm_layer, recurrence),
-                              num_classes, criterion, pretrained_model, norm_layer)
+    return segmentation_model(lambda norm_act: RCCAModule(2048, num_classes, norm_act, recurrence),
+                              num_classes, criterion, pretrained_model, norm_layer, norm)

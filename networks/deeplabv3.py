@@ -14,14 +14,14 @@ from networks.segmentation import conv_bn_relu, segmentation_model
 class ASPPModule(nn.Module):
     """(B, in_channels, h, w) -> (B, out_channels, h, w)."""
 
-    def __init__(self, in_channels, norm_layer, inner_channels=256, out_channels=512, dilations=(12, 24, 36)):
+    def __init__(self, in_channels, norm_act, inner_channels=256, out_channels=512, dilations=(12, 24, 36)):
         super().__init__()
-        self.conv1 = nn.Sequential(nn.AdaptiveAvgPool2d(1), *conv_bn_relu(in_channels, inner_channels, 1, norm_layer))
-        self.conv2 = nn.Sequential(*conv_bn_relu(in_channels, inner_channels, 1, norm_layer))
-        self.conv3 = nn.Sequential(*conv_bn_relu(in_channels, inner_channels, 3, norm_layer, dilation=dilations[0]))
-        self.conv4 = nn.Sequential(*conv_bn_relu(in_channels, inner_channels, 3, norm_layer, dilation=dilations[1]))
-        self.conv5 = nn.Sequential(*conv_bn_relu(in_channels, inner_channels, 3, norm_layer, dilation=dilations[2]))
-        self.bottleneck = nn.Sequential(*conv_bn_relu(5 * inner_channels, out_channels, 1, norm_layer),
+        self.conv1 = nn.Sequential(nn.AdaptiveAvgPool2d(1), *conv_bn_relu(in_channels, inner_channels, 1, norm_act))
+        self.conv2 = nn.Sequential(*conv_bn_relu(in_channels, inner_channels, 1, norm_act))
+        self.conv3 = nn.Sequential(*conv_bn_relu(in_channels, inner_channels, 3, norm_act, dilation=dilations[0]))
+        self.conv4 = nn.Sequential(*conv_bn_relu(in_channels, inner_channels, 3, norm_act, dilation=dilations[1]))
+        self.conv5 = nn.Sequential(*conv_bn_relu(in_channels, inner_channels, 3, norm_act, dilation=dilations[2]))
+        self.bottleneck = nn.Sequential(*conv_bn_relu(5 * inner_channels, out_channels, 1, norm_act),
                                         nn.Dropout2d(0.1))
 
     def forward(self, x):
@@ -30,12 +30,12 @@ class ASPPModule(nn.Module):
         return self.bottleneck(torch.cat(branches, dim=1))
 
 
-def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None):
+def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn"):
     """DeepLabv3 for ``num_classes`` classes: [main, dsn] logits at 1/8 resolution, or the loss.
 
     ``recurrence`` is accepted so that every model builds from the same arguments; DeepLabv3
     has no attention to repeat and does not use it.
     """
     return segmentation_model(
-        lambda norm_layer: nn.Sequential(ASPPModule(2048, norm_layer), nn.Conv2d(512, num_classes, kernel_size=1)),
-        num_classes, criterion, pretrained_model, norm_layer)
+        lambda norm_act: nn.Sequential(ASPPModule(2048, norm_act), nn.Conv2d(512, num_classes, kernel_size=1)),
+        num_classes, criterion, pretrained_model, norm_layer, norm)

@@ -13,13 +13,13 @@ from networks.segmentation import conv_bn_relu, segmentation_model
 class PSPModule(nn.Module):
     """(B, in_channels, h, w) -> (B, out_channels, h, w)."""
 
-    def __init__(self, in_channels, norm_layer, out_channels=512, sizes=(1, 2, 3, 6)):
+    def __init__(self, in_channels, norm_act, out_channels=512, sizes=(1, 2, 3, 6)):
         super().__init__()
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(size), *conv_bn_relu(in_channels, out_channels, 1, norm_layer))
+            nn.Sequential(nn.AdaptiveAvgPool2d(size), *conv_bn_relu(in_channels, out_channels, 1, norm_act))
             for size in sizes)
         self.bottleneck = nn.Sequential(
-            *conv_bn_relu(in_channels + len(sizes) * out_channels, out_channels, 3, norm_layer),
+            *conv_bn_relu(in_channels + len(sizes) * out_channels, out_channels, 3, norm_act),
             nn.Dropout2d(0.1))
 
     def forward(self, x):
@@ -29,12 +29,12 @@ class PSPModule(nn.Module):
         return self.bottleneck(torch.cat(priors + [x], dim=1))
 
 
-def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None):
+def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn"):
     """PSPNet for ``num_classes`` classes: [main, dsn] logits at 1/8 resolution, or the loss.
 
     ``recurrence`` is accepted so that every model builds from the same arguments; PSPNet has
     no attention to repeat and does not use it.
     """
     return segmentation_model(
-        lambda norm_layer: nn.Sequential(PSPModule(2048, norm_layer), nn.Conv2d(512, num_classes, kernel_size=1)),
-        num_classes, criterion, pretrained_model, norm_layer)
+        lambda norm_act: nn.Sequential(PSPModule(2048, norm_act), nn.Conv2d(512, num_classes, kernel_size=1)),
+        num_classes, criterion, pretrained_model, norm_layer, norm)

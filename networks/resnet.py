@@ -4,7 +4,11 @@ He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), with the 
 three 3x3 convs (the MIT ImageNet weights ``resnet101-imagenet.pth`` use it) and layer3/layer4
 dilated by 2 and 4 instead of strided, as in Chen et al., "Rethinking Atrous Convolution" (2017).
 """
+import functools
+
 import torch.nn as nn
+
+InPlaceReLU = functools.partial(nn.ReLU, inplace=True)
 
 
 class Bottleneck(nn.Module):
@@ -12,7 +16,8 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels, channels, norm_layer, stride=1, dilation=1, downsample=None):
+    def __init__(self, in_channels, channels, norm_layer, act_layer=InPlaceReLU, stride=1, dilation=1,
+                 downsample=None):
         super().__init__()
         out_channels = channels * self.expansion
         self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=1, bias=False)
@@ -22,7 +27,7 @@ class Bottleneck(nn.Module):
         self.bn2 = norm_layer(channels)
         self.conv3 = nn.Conv2d(channels, out_channels, kernel_size=1, bias=False)
         self.bn3 = norm_layer(out_channels)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = act_layer()
         self.downsample = downsample
 
     def forward(self, x):
@@ -33,15 +38,15 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-def make_layer(in_channels, channels, blocks, norm_layer, stride=1, dilations=(1,)):
+def make_layer(in_channels, channels, blocks, norm_layer, act_layer=InPlaceReLU, stride=1, dilations=(1,)):
     """``blocks`` bottlenecks in_channels -> 4 * channels; block i is dilated by dilations[i % len(dilations)]."""
     out_channels = channels * Bottleneck.expansion
     downsample = None
     if stride != 1 or in_channels != out_channels:
         downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
                                    norm_layer(out_channels))
-    first = Bottleneck(in_channels, channels, norm_layer, stride, dilations[0], downsample)
-    rest = [Bottleneck(out_channels, channels, norm_layer, dilation=dilations[i % len(dilations)])
+    first = Bottleneck(in_channels, channels, norm_layer, act_layer, stride, dilations[0], downsample)
+    rest = [Bottleneck(out_channels, channels, norm_layer, act_layer, dilation=dilations[i % len(dilations)])
             for i in range(1, blocks)]
     return nn.Sequential(first, *rest)
 
@@ -50,25 +55,28 @@ class ResNet(nn.Module):
     """Deep-stem dilated ResNet: (B, 3, H, W) -> layer3 (B, 1024, h, w) and layer4 (B, 2048, h, w).
 
     h, w are H/8, W/8 rounded up through the stride-2 stem conv, the ceil-mode max-pool and
-    layer2's stride-2 conv. ``multi_grid`` multiplies layer4's dilation block by block.
+    layer2's stride-2 conv. ``multi_grid`` multiplies layer4's dilation block by block. Every norm is
+    norm_layer(C) followed by act_layer() (a ReLU), as in torchvision and timm.
     """
 
-    def __init__(self, layers=(3, 4, 23, 3), norm_layer=nn.BatchNorm2d, multi_grid=(1, 1, 1)):
+    def __init__(self, layers=(3, 4, 23, 3), norm_layer=nn.BatchNorm2d, multi_grid=(1, 1, 1),
+                 act_layer=InPlaceReLU):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = norm_layer(64)
-        self.relu1 = nn.ReLU(inplace=True)
+        self.relu1 = act_layer()
         self.conv2 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
         self.bn2 = norm_layer(64)
-        self.relu2 = nn.ReLU(inplace=True)
+        self.relu2 = act_layer()
         self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1, bias=False)
         self.bn3 = norm_layer(128)
-        self.relu3 = nn.ReLU(inplace=True)
+        self.relu3 = act_layer()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
-        self.layer1 = make_layer(128, 64, layers[0], norm_layer)
-        self.layer2 = make_layer(256, 128, layers[1], norm_layer, stride=2)
-        self.layer3 = make_layer(512, 256, layers[2], norm_layer, dilations=(2,))
-        self.layer4 = make_layer(1024, 512, layers[3], norm_layer, dilations=tuple(4 * g for g in multi_grid))
+        self.layer1 = make_layer(128, 64, layers[0], norm_layer, act_layer)
+        self.layer2 = make_layer(256, 128, layers[1], norm_layer, act_layer, stride=2)
+        self.layer3 = make_layer(512, 256, layers[2], norm_layer, act_layer, dilations=(2,))
+        self.layer4 = make_layer(1024, 512, layers[3], norm_layer, act_layer,
+                                 dilations=tuple(4 * g for g in multi_grid))
 
         self._init_weights()
 

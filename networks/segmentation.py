@@ -1,27 +1,28 @@
 """The model shell shared by CCNet, PSPNet and DeepLabv3: dilated ResNet-101, a head, a DSN head,
-and the conv-norm-ReLU blocks the heads are made of."""
+and the conv-norm-activation blocks the heads are made of."""
 import torch.nn as nn
 
+from networks.norms import make_layout
 from networks.resnet import ResNet
-from sync_batchnorm import SynchronizedBatchNorm2d
 from utils.checkpoint import load_model
 
 
-def conv_bn_relu(in_channels, out_channels, kernel_size, norm_layer, dilation=1, bias=False):
-    """[conv, norm, ReLU] keeping the spatial size: (B, in, H, W) -> (B, out, H, W).
+def conv_bn_relu(in_channels, out_channels, kernel_size, norm_act, dilation=1, bias=False):
+    """[conv, *norm_act(out_channels)] keeping the spatial size: (B, in, H, W) -> (B, out, H, W).
 
+    norm_act is a layout's (networks.norms): [norm, ReLU] or [InPlace-ABN with leaky ReLU].
     Returned as a list so that callers can extend the nn.Sequential it goes into while the
     checkpoint key indices (conv at .0, norm at .1) stay those of the published models.
     """
     padding = dilation * (kernel_size // 2)
     return [nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=bias),
-            norm_layer(out_channels),
-            nn.ReLU(inplace=True)]
+            *norm_act(out_channels)]
 
 
-def classifier(in_channels, num_classes, norm_layer, bias=False):
-    """3x3 conv-norm-ReLU to 512 channels, Dropout2d(0.1), 1x1 conv to classes: (B, in, H, W) -> (B, K, H, W)."""
-    return nn.Sequential(*conv_bn_relu(in_channels, 512, 3, norm_layer, bias=bias),
+def classifier(in_channels, num_classes, norm_act, bias=False):
+    """3x3 conv-norm-activation to 512 channels, Dropout2d(0.1), 1x1 conv to classes:
+    (B, in, H, W) -> (B, K, H, W)."""
+    return nn.Sequential(*conv_bn_relu(in_channels, 512, 3, norm_act, bias=bias),
                          nn.Dropout2d(0.1),
                          nn.Conv2d(512, num_classes, kernel_size=1))
 
@@ -34,10 +35,10 @@ class SegmentationResNet(ResNet):
     loss runs inside each DataParallel replica.
     """
 
-    def __init__(self, head, num_classes, criterion=None, norm_layer=nn.BatchNorm2d):
-        super().__init__(norm_layer=norm_layer)
+    def __init__(self, head, num_classes, layout, criterion=None):
+        super().__init__(norm_layer=layout.norm, act_layer=layout.act)
         self.head = head
-        self.dsn = classifier(1024, num_classes, norm_layer, bias=True)
+        self.dsn = classifier(1024, num_classes, layout.norm_act, bias=True)
         self.criterion = criterion
 
     def forward(self, x, labels=None):
@@ -48,14 +49,15 @@ class SegmentationResNet(ResNet):
         return outs
 
 
-def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=None, norm_layer=None):
-    """A SegmentationResNet whose head is make_head(norm_layer).
+def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=None, norm_layer=None,
+                       norm="syncbn"):
+    """A SegmentationResNet in the layout ``norm`` (networks.norms) whose head is make_head(norm_act).
 
-    norm_layer None means SynchronizedBatchNorm2d; ``pretrained_model`` (a path or a state_dict,
-    e.g. the ImageNet backbone) is loaded non-strictly.
+    norm_layer None means the layout's synchronized norm (SynchronizedBatchNorm2d or InPlaceABNSync);
+    ``pretrained_model`` (a path or a state_dict, e.g. the ImageNet backbone) is loaded non-strictly.
     """
-    norm_layer = norm_layer or SynchronizedBatchNorm2d
-    model = SegmentationResNet(make_head(norm_layer), num_classes, criterion, norm_layer)
+    layout = make_layout(norm, norm_layer)
+    model = SegmentationResNet(make_head(layout.norm_act), num_classes, layout, criterion)
     if pretrained_model is not None:
         load_model(model, pretrained_model)
     return model

@@ -329,3 +329,32 @@ def test_amp_and_channels_last_count_the_bf16_channels_last_predictions(cityscap
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         predictions = predict(model, images.to(memory_format=torch.channels_last)).argmax(1)  # (3, H, W)
     assert np.array_equal(confmat.matrix.numpy(), counted_confusion(predictions.numpy(), labels))
+
+
+@pytest.fixture(scope="module")
+def official_checkpoint(tmp_path_factory):
+    """A CCNet snapshot in the official InPlace-ABN layout (head.bottleneck.3.*, dsn.3.*)."""
+    torch.manual_seed(0)
+    model = networks.build_model("ccnet", 19, recurrence=2, norm="inplace-abn")
+    path = tmp_path_factory.mktemp("official") / "CS_scenes_60000.pth"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+def test_an_official_snapshot_is_evaluated_in_its_own_layout(cityscapes, official_checkpoint, tmp_path, capsys):
+    flags = common_flags(cityscapes, tmp_path)
+    flags[flags.index("--restore-from") + 1] = official_checkpoint
+    confmat = run_evaluate(flags + ["--whole", "true", "--no-save-pred"])
+    assert f"{official_checkpoint}: the official CCNet layout (InPlace-ABN" in capsys.readouterr().out
+    labelled = sum(int((ID_TO_TRAINID[train_ids_of(path)] != 255).sum()) for path in val_label_files(cityscapes))
+    assert int(confmat.matrix.sum()) == labelled
+
+
+def test_a_snapshot_of_the_other_layout_is_one_line_naming_the_keys(cityscapes, official_checkpoint, tmp_path,
+                                                                   capsys):
+    flags = common_flags(cityscapes, tmp_path)
+    flags[flags.index("--restore-from") + 1] = official_checkpoint
+    with pytest.raises(SystemExit):
+        run_evaluate(flags + ["--norm", "syncbn"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not fit the model" in err and "head.bottleneck.4.weight" in err

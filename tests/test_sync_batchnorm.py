@@ -1,15 +1,13 @@
 """Synchronized BatchNorm against one nn.BatchNorm over the concatenated batch."""
 import copy
-import threading
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn as nn
 
 from sync_batchnorm import (DataParallelWithCallback, SynchronizedBatchNorm1d, SynchronizedBatchNorm2d,
                             SynchronizedBatchNorm3d, convert_model, patch_replication_callback)
-from sync_batchnorm.replicate import execute_replication_callbacks
+from replicas import replicas_of, run_in_gloo_processes, run_in_threads, step_on_share
 
 CHANNELS = 5
 SPLIT = (2, 3, 1)  # unequal parts, as the last batch of an epoch may be
@@ -33,29 +31,9 @@ def _batch(dtype=torch.float32):
     return x.to(dtype), torch.randn(x.shape)
 
 
-def _replicas(layer, count):
-    """Copies of ``layer`` linked as DataParallel links them, parameters as differentiable views."""
-    replicas = [layer._replicate_for_data_parallel() for _ in range(count)]
-    for replica in replicas:
-        for name, param in layer.named_parameters():
-            setattr(replica, name, param.view_as(param))
-    execute_replication_callbacks(replicas)
-    return replicas
-
-
 def _run_threads(replicas, chunks):
-    """Each replica's forward in its own thread, as nn.parallel.parallel_apply runs them."""
-    outputs = [None] * len(replicas)
-
-    def work(i):
-        outputs[i] = replicas[i](chunks[i])
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(replicas))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return torch.cat(outputs)
+    """Each replica's forward in its own thread; the outputs concatenated."""
+    return torch.cat(run_in_threads([lambda i=i: replicas[i](chunks[i]) for i in range(len(replicas))]))
 
 
 def _reference(reference, x, grad):
@@ -85,7 +63,7 @@ def test_thread_replicas_match_batchnorm_on_whole_batch():
     x, grad = _batch()
     for _ in range(2):  # twice, so that the running statistics average over two steps
         leaf = x.clone().requires_grad_()
-        out = _run_threads(_replicas(sync, len(SPLIT)), leaf.split(SPLIT))
+        out = _run_threads(replicas_of(sync, len(SPLIT)), leaf.split(SPLIT))
         out.backward(grad)
         expected_out, expected_grad = _reference(reference, x, grad)
         torch.testing.assert_close(out, expected_out, atol=1e-5, rtol=0)
@@ -99,7 +77,7 @@ def test_thread_replicas_keep_channels_last():
     sync, reference = _layers()
     x, grad = _batch()
     x = x.contiguous(memory_format=torch.channels_last)
-    out = _run_threads(_replicas(sync, len(SPLIT)), x.split(SPLIT))
+    out = _run_threads(replicas_of(sync, len(SPLIT)), x.split(SPLIT))
     assert all(part.is_contiguous(memory_format=torch.channels_last) for part in out.split(SPLIT))
     torch.testing.assert_close(out, reference(x.contiguous()), atol=1e-5, rtol=0)
 
@@ -108,7 +86,7 @@ def test_autocast_keeps_statistics_in_float32():
     sync, reference = _layers()
     x, _ = _batch(torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = _run_threads(_replicas(sync, len(SPLIT)), x.split(SPLIT))
+        out = _run_threads(replicas_of(sync, len(SPLIT)), x.split(SPLIT))
     assert out.dtype == torch.bfloat16
     var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), correction=0)
     normalized = (x.float() - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + sync.eps)
@@ -118,24 +96,12 @@ def test_autocast_keeps_statistics_in_float32():
     _assert_same_state(sync, reference)
 
 
-def _gloo_worker(rank, world_size, store_path, results):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank,
-                                         world_size=world_size)
-    sync, _ = _layers()
-    x, grad = _batch()
-    parts = (2, 4)
-    start = sum(parts[:rank])
-    leaf = x[start:start + parts[rank]].clone().requires_grad_()
-    out = sync(leaf)
-    out.backward(grad[start:start + parts[rank]])
-    torch.save({"out": out.detach(), "grad": leaf.grad, "weight": sync.weight.grad, "bias": sync.bias.grad,
-                "state": sync.state_dict()}, f"{results}.{rank}")
-    torch.distributed.destroy_process_group()
+def _gloo_part(rank):
+    return step_on_share(_layers()[0], *_batch(), rank, (2, 4))
 
 
 def test_gloo_processes_match_batchnorm_on_whole_batch(tmp_path):
-    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "result")), nprocs=2)
-    ranks = [torch.load(f"{tmp_path / 'result'}.{rank}", weights_only=True) for rank in range(2)]
+    ranks = run_in_gloo_processes(_gloo_part, 2, tmp_path)
     _, reference = _layers()
     x, grad = _batch()
     x = x[:6]

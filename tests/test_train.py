@@ -14,9 +14,11 @@ import torch
 
 import train
 from dataset.synthetic import make_synthetic_cityscapes
+from utils.checkpoint import read_state_dict
 from utils.cli import UserError
 
 REPO = Path(__file__).resolve().parent.parent
+OFFICIAL_SPEC = REPO / "tests" / "data" / "official_ccnet_resnet101_state_dict.tsv"
 ROAD_ID, EGO_VEHICLE_ID = 7, 1
 
 # Runs train.main() (alone or as one torchrun rank) in float64 with the heads' Dropout2d at p=0,
@@ -301,6 +303,26 @@ def test_not_restore_last_resets_only_the_two_classifier_convolutions():
     train.reset_classifiers(net)
     changed = {key for key, value in net.state_dict().items() if not torch.equal(value, before[key])}
     assert changed == {"head.bottleneck.4.weight", "head.bottleneck.4.bias", "dsn.4.weight", "dsn.4.bias"}
+
+
+def test_norm_inplace_abn_writes_official_snapshots_that_need_the_flag_back(data, tmp_path):
+    """One step with --norm inplace-abn: the snapshot has the official keys; fine-tuning it without the
+    flag, or resuming its state with another --norm, is one line naming the flag."""
+    args = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--num-steps", "1",
+                                                          "--norm", "inplace-abn"))
+    train.main(args)
+    snapshot = read_state_dict(tmp_path / "CS_scenes_1.pth")
+    official = [line.split("\t")[0] for line in OFFICIAL_SPEC.read_text().splitlines() if not line.startswith("#")]
+    assert [k for k in snapshot if not k.endswith("num_batches_tracked")] == official
+    assert train.networks.layout_of(snapshot) == "inplace-abn"
+    restore = train.get_args_parser().parse_args(train_flags(data, tmp_path / "again", "--num-steps", "1")
+                                                 + ["--restore-from", str(tmp_path / "CS_scenes_1.pth")])
+    with pytest.raises(UserError, match="train it with --norm inplace-abn"):
+        train.main(restore)
+    resume = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--num-steps", "2")
+                                                + ["--resume", str(tmp_path / "last.pth")])
+    with pytest.raises(UserError, match=re.escape("--norm inplace-abn (now syncbn)")):
+        train.main(resume)
 
 
 BAD_INPUTS = {

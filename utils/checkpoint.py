@@ -24,7 +24,7 @@ _PREFIX = "module."
 _SHOWN = 6
 STATE_KEYS = ("model", "optimizer", "scaler", "iteration", "rng", "args")
 # Flags that decide the model (its tensors or its forward): --resume refuses a change of any of them.
-MODEL_FLAGS = ["model", "num_classes", "recurrence"]
+MODEL_FLAGS = ["model", "num_classes", "recurrence", "norm"]
 # Flags that never change a resumed run's arithmetic: where files go, what is logged, the launcher's
 # local rank, and the flags a resumed run does not read (--restore-from, --not-restore-last, --start-iters).
 # A change of any other flag is allowed and reported.
@@ -59,6 +59,11 @@ def state_dict_of(obj, source):
             key = key[len(_PREFIX):]
         state[key] = value
     return state
+
+
+def read_state_dict(path):
+    """The model state_dict of a checkpoint file (see the module docstring), 'module.' prefixes stripped."""
+    return state_dict_of(read_checkpoint(path), str(path))
 
 
 def _summary(keys):
