@@ -73,6 +73,9 @@ def get_args_parser():
                         help="mixed precision: bf16 autocast where supported (CPUs, recent GPUs), else fp16 with a GradScaler")
     parser.add_argument("--channels-last", type=str2bool, nargs="?", const=True, default=False,
                         help="NHWC memory format for the network and images")
+    parser.add_argument("--memory-efficient", type=str2bool, nargs="?", const=True, default=False,
+                        help="recompute activations in backward instead of keeping them: the same loss, gradients "
+                             "and BN statistics in far less memory, for some extra time")
     parser.add_argument("--log-dir", default=None, help="tensorboardX directory (default: --snapshot-dir)")
     return parser
 
@@ -180,7 +183,8 @@ def build_network(args, device):
     skip_restore = args.resume or args.restore_from.strip().lower() in ("", "none")
     restore_from = None if skip_restore else args.restore_from
     net = networks.build_model(args.model, args.num_classes, criterion=criterion,
-                               pretrained_model=restore_from, recurrence=args.recurrence)
+                               pretrained_model=restore_from, recurrence=args.recurrence,
+                               memory_efficient=args.memory_efficient)
     if restore_from and args.not_restore_last:
         reset_classifiers(net)
     return net.to(device=device, memory_format=memory_format(args.channels_last)).train()

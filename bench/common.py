@@ -55,7 +55,12 @@ def interleaved_median_ms(fns, device, repeat, warmup):
 
 
 class PeakTensorMemory(TorchDispatchMode):
-    """Peak bytes of tensor storages allocated inside the context (the CPU has no allocator counter)."""
+    """Peak bytes of tensor storages allocated inside the context (the CPU has no allocator counter).
+
+    An op's output on the storage of one of its inputs (a view, an in-place or out= op) allocates
+    nothing: counting it would count the weights that SGD updates in place, or that activation
+    checkpointing detaches, as new memory.
+    """
 
     def __init__(self):
         super().__init__()
@@ -66,11 +71,12 @@ class PeakTensorMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key = storage.data_ptr()
-                if key and key not in self.live:
+                if key and key not in self.live and key not in inputs:
                     self.live[key] = storage.nbytes()
                     self.current += storage.nbytes()
                     self.peak = max(self.peak, self.current)

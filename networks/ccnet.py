@@ -32,11 +32,12 @@ class RCCAModule(nn.Module):
         return self.bottleneck(torch.cat([x, out], dim=1))  # (B, K, h, w)
 
 
-def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None):
+def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None,
+              memory_efficient=False):
     """CCNet for ``num_classes`` classes, the attention applied ``recurrence`` times.
 
     (B, 3, H, W) -> [main, dsn] logits (B, num_classes, h, w) at 1/8 resolution, or the
     criterion's loss when a criterion and labels are given.
     """
     return segmentation_model(lambda norm_layer: RCCAModule(2048, num_classes, norm_layer, recurrence),
-                              num_classes, criterion, pretrained_model, norm_layer)
+                              num_classes, criterion, pretrained_model, norm_layer, memory_efficient)

@@ -4,7 +4,10 @@ He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), with the 
 three 3x3 convs (the MIT ImageNet weights ``resnet101-imagenet.pth`` use it) and layer3/layer4
 dilated by 2 and 4 instead of strided, as in Chen et al., "Rethinking Atrous Convolution" (2017).
 """
+import torch
 import torch.nn as nn
+
+from sync_batchnorm.recompute import checkpoint
 
 
 class Bottleneck(nn.Module):
@@ -51,10 +54,14 @@ class ResNet(nn.Module):
 
     h, w are H/8, W/8 rounded up through the stride-2 stem conv, the ceil-mode max-pool and
     layer2's stride-2 conv. ``multi_grid`` multiplies layer4's dilation block by block.
+    With ``memory_efficient``, a forward that records gradients keeps only the inputs of the stem
+    and of each bottleneck and recomputes the rest in backward (sync_batchnorm.recompute).
     """
 
-    def __init__(self, layers=(3, 4, 23, 3), norm_layer=nn.BatchNorm2d, multi_grid=(1, 1, 1)):
+    def __init__(self, layers=(3, 4, 23, 3), norm_layer=nn.BatchNorm2d, multi_grid=(1, 1, 1),
+                 memory_efficient=False):
         super().__init__()
+        self.memory_efficient = memory_efficient
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = norm_layer(64)
         self.relu1 = nn.ReLU(inplace=True)
@@ -83,12 +90,33 @@ class ResNet(nn.Module):
             if isinstance(module, Bottleneck):
                 nn.init.zeros_(module.bn3.weight)
 
-    def forward(self, x):
+    def recomputes(self):
+        """Whether this forward runs in checkpointed segments: memory_efficient and recording gradients."""
+        return self.memory_efficient and torch.is_grad_enabled()
+
+    def segment(self, function, x):
+        """function(x), as a checkpointed segment when recomputes()."""
+        return checkpoint(function, x) if self.recomputes() else function(x)
+
+    def stage(self, layer, x):
+        """A residual stage (an nn.Sequential of bottlenecks); each bottleneck a segment when recomputes()."""
+        if not self.recomputes():
+            return layer(x)
+        for block in layer:
+            x = checkpoint(block, x)
+        return x
+
+    def stem(self, x):
+        """(B, 3, H, W) -> (B, 128, H/4, W/4): three conv-norm-ReLUs and the max-pool."""
         x = self.relu1(self.bn1(self.conv1(x)))  # (B, 64, H/2, W/2)
         x = self.relu2(self.bn2(self.conv2(x)))
         x = self.relu3(self.bn3(self.conv3(x)))  # (B, 128, H/2, W/2)
-        x = self.layer1(self.maxpool(x))  # (B, 256, H/4, W/4)
-        x = self.layer2(x)  # (B, 512, H/8, W/8)
-        c3 = self.layer3(x)  # (B, 1024, H/8, W/8)
-        c4 = self.layer4(c3)  # (B, 2048, H/8, W/8)
+        return self.maxpool(x)
+
+    def forward(self, x):
+        x = self.segment(self.stem, x)  # (B, 128, H/4, W/4)
+        x = self.stage(self.layer1, x)  # (B, 256, H/4, W/4)
+        x = self.stage(self.layer2, x)  # (B, 512, H/8, W/8)
+        c3 = self.stage(self.layer3, x)  # (B, 1024, H/8, W/8)
+        c4 = self.stage(self.layer4, c3)  # (B, 2048, H/8, W/8)
         return c3, c4

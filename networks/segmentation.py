@@ -31,31 +31,37 @@ class SegmentationResNet(ResNet):
 
     ``head`` reads layer4; the deeply supervised auxiliary head ``dsn`` reads layer3. With a
     criterion and labels, forward returns criterion([main, dsn], labels) instead, so that the
-    loss runs inside each DataParallel replica.
+    loss runs inside each DataParallel replica. With ``memory_efficient`` the head and the DSN
+    head are checkpointed segments too (the attention maps of CCNet included).
     """
 
-    def __init__(self, head, num_classes, criterion=None, norm_layer=nn.BatchNorm2d):
-        super().__init__(norm_layer=norm_layer)
+    def __init__(self, head, num_classes, criterion=None, norm_layer=nn.BatchNorm2d, memory_efficient=False):
+        super().__init__(norm_layer=norm_layer, memory_efficient=memory_efficient)
         self.head = head
         self.dsn = classifier(1024, num_classes, norm_layer, bias=True)
         self.criterion = criterion
 
     def forward(self, x, labels=None):
         c3, c4 = super().forward(x)
-        outs = [self.head(c4), self.dsn(c3)]  # each (B, K, h, w)
+        outs = [self.segment(self.head, c4), self.segment(self.dsn, c3)]  # each (B, K, h, w)
         if self.criterion is not None and labels is not None:
             return self.criterion(outs, labels)
         return outs
 
 
-def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=None, norm_layer=None):
+def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=None, norm_layer=None,
+                       memory_efficient=False):
     """A SegmentationResNet whose head is make_head(norm_layer).
 
     norm_layer None means SynchronizedBatchNorm2d; ``pretrained_model`` (a path or a state_dict,
-    e.g. the ImageNet backbone) is loaded non-strictly.
+    e.g. the ImageNet backbone) is loaded non-strictly. ``memory_efficient`` trains with checkpointed
+    segments, which needs norm layers that keep their statistics under recomputation.
     """
     norm_layer = norm_layer or SynchronizedBatchNorm2d
-    model = SegmentationResNet(make_head(norm_layer), num_classes, criterion, norm_layer)
+    if memory_efficient and not isinstance(norm_layer(1), SynchronizedBatchNorm2d):
+        raise ValueError(f"memory_efficient needs SynchronizedBatchNorm2d norm layers: {type(norm_layer(1)).__name__} "
+                         "would update its running statistics again when recomputed")
+    model = SegmentationResNet(make_head(norm_layer), num_classes, criterion, norm_layer, memory_efficient)
     if pretrained_model is not None:
         load_model(model, pretrained_model)
     return model

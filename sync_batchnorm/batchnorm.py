@@ -5,12 +5,16 @@ of an nn.DataParallel wrapped by DataParallelWithCallback, or by all the process
 torch.distributed, so the layer computes what one nn.BatchNorm would on the concatenated batch,
 forward and backward. Outside both it is nn.BatchNorm. Statistics are kept in float32 (float64 for
 double inputs) whatever the input dtype; the output has the input's dtype and memory format.
+In a segment of sync_batchnorm.recompute.checkpoint, the recomputation normalizes with the
+statistics of the forward: no second exchange and no second running-statistics update.
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from sync_batchnorm.all_gather import all_gather, world_size
 from sync_batchnorm.comm import MasterSlaveExchange
+from sync_batchnorm.recompute import computed_once, recomputing
 
 __all__ = ["SynchronizedBatchNorm1d", "SynchronizedBatchNorm2d", "SynchronizedBatchNorm3d"]
 
@@ -57,16 +61,32 @@ class _SynchronizedBatchNorm(nn.modules.batchnorm._BatchNorm):
         use_batch_stats = self.training or self.running_mean is None
         synchronized = self._exchange is not None or world_size() > 1
         if not (use_batch_stats and synchronized):
+            if recomputing() and self.training and self.track_running_stats:
+                return self._untracked_batch_norm(x)
             return super().forward(x)
         self._check_input_dim(x)
         dims = [0] + list(range(2, x.dim()))
         count = x.numel() // x.shape[1]
         stat_dtype = torch.promote_types(x.dtype, torch.float32)
+        # Run in the recomputation too: its saved input is what backward needs from it.
         var, mean = torch.var_mean(x.to(stat_dtype), dim=dims, correction=0)  # (C,), (C,)
-        mean, var, total = self._global_stats(mean, var * count, count)
+        mean, var = computed_once(lambda: self._exchange_and_track(mean, var * count, count))
+        return self._normalize(x, mean, var)
+
+    def _untracked_batch_norm(self, x):
+        """nn.BatchNorm's training forward with its running statistics left alone.
+
+        Copies stand in for the running buffers, so that backward finds the tensors it saved in the forward.
+        """
+        return F.batch_norm(x, self.running_mean.clone(), self.running_var.clone(), self.weight, self.bias,
+                            True, 0.0, self.eps)
+
+    def _exchange_and_track(self, mean, m2, count):
+        """This part's statistics -> the whole batch's (mean, biased var), running statistics updated."""
+        mean, var, total = self._global_stats(mean, m2, count)
         if self.training and self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach(), total)
-        return self._normalize(x, mean, var)
+        return mean, var
 
     def _global_stats(self, mean, m2, count):
         """This part's (mean, m2, count) -> the whole batch's (mean, biased var, total count)."""
