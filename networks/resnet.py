@@ -55,7 +55,8 @@ class ResNet(nn.Module):
     h, w are H/8, W/8 rounded up through the stride-2 stem conv, the ceil-mode max-pool and
     layer2's stride-2 conv. ``multi_grid`` multiplies layer4's dilation block by block.
     With ``memory_efficient``, a forward that records gradients keeps only the inputs of the stem
-    and of each bottleneck and recomputes the rest in backward (sync_batchnorm.recompute).
+    and of each bottleneck (of each pair in layer3) and recomputes the rest in backward
+    (sync_batchnorm.recompute).
     """
 
     def __init__(self, layers=(3, 4, 23, 3), norm_layer=nn.BatchNorm2d, multi_grid=(1, 1, 1),
@@ -98,12 +99,13 @@ class ResNet(nn.Module):
         """function(x), as a checkpointed segment when recomputes()."""
         return checkpoint(function, x) if self.recomputes() else function(x)
 
-    def stage(self, layer, x):
-        """A residual stage (an nn.Sequential of bottlenecks); each bottleneck a segment when recomputes()."""
+    def stage(self, layer, x, blocks_per_segment=1):
+        """A residual stage (an nn.Sequential of bottlenecks); when recomputes(), a segment per
+        ``blocks_per_segment`` consecutive bottlenecks."""
         if not self.recomputes():
             return layer(x)
-        for block in layer:
-            x = checkpoint(block, x)
+        for start in range(0, len(layer), blocks_per_segment):
+            x = checkpoint(layer[start:start + blocks_per_segment], x)
         return x
 
     def stem(self, x):
@@ -117,6 +119,8 @@ class ResNet(nn.Module):
         x = self.segment(self.stem, x)  # (B, 128, H/4, W/4)
         x = self.stage(self.layer1, x)  # (B, 256, H/4, W/4)
         x = self.stage(self.layer2, x)  # (B, 512, H/8, W/8)
-        c3 = self.stage(self.layer3, x)  # (B, 1024, H/8, W/8)
+        # Pairs halve the 1024-channel inputs kept for layer3 at the cost of a second block's
+        # activations in its backward: the lower peak at 257x257 (README, Memory-efficient training).
+        c3 = self.stage(self.layer3, x, blocks_per_segment=2)  # (B, 1024, H/8, W/8)
         c4 = self.stage(self.layer4, c3)  # (B, 2048, H/8, W/8)
         return c3, c4
