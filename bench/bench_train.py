@@ -7,8 +7,8 @@ A step is forward, OHEM + DSN loss, backward and SGD on synthetic images and lab
 the seed-style baseline (bmm/permute attention, numpy/scipy OHEM on the host, fp32, plain BN);
 then this project in strict fp32, the same with checkpointed segments (train.py --memory-efficient),
 + TF32 (CUDA only), + bf16 autocast (train.py --amp), + channels_last (train.py --channels-last),
-+ torch.compile (on the GPU by default, on the CPU with --compile 1). Every row starts from the same initial weights; the rows are timed in
-interleaved rounds. Peak memory is what the CUDA allocator would peak at during a step with the
++ torch.compile (on the GPU by default, on the CPU with --compile 1). Every row starts from the
+same initial weights; the rows are timed in interleaved rounds. Peak memory is what the CUDA allocator would peak at during a step with the
 row's model alone on the GPU (weights, gradients and momentum included); on the CPU it is the
 storages allocated during a step (bench.common.PeakTensorMemory), not measured for compiled code,
 whose kernels bypass the dispatcher.
@@ -86,7 +86,7 @@ def prepare(initial, config, images, labels, args, device):
     net = copy.deepcopy(initial)
     if seed_style:
         to_seed_style(net, SeedCriterionOhemDSN(IGNORE_LABEL, args.ohem_thres, args.ohem_keep))
-    if memory_efficient:  # recomputation needs the norm layers that keep their statistics (plain BN outside DataParallel)
+    if memory_efficient:  # synchronized BN keeps its statistics when recomputed; alone, it is plain BN
         net = convert_model(net)
         net.memory_efficient = True
     layout = memory_format(channels_last)
