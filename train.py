@@ -82,6 +82,9 @@ def get_args_parser():
                         help="mixed precision: bf16 autocast where supported (CPUs, recent GPUs), else fp16 with a GradScaler")
     parser.add_argument("--channels-last", type=str2bool, nargs="?", const=True, default=False,
                         help="NHWC memory format for the network and images")
+    parser.add_argument("--memory-efficient", type=str2bool, nargs="?", const=True, default=False,
+                        help="recompute activations in backward instead of keeping them: the same loss, gradients "
+                             "and BN statistics in far less memory, for some extra time")
     parser.add_argument("--log-dir", default=None, help="tensorboardX directory (default: --snapshot-dir)")
     add_launcher_arguments(parser)
     return parser
@@ -199,7 +202,7 @@ def build_network(args, device):
         raise UserError(f"--restore-from {args.restore_from} holds {networks.DESCRIPTIONS[layout]}: "
                         f"train it with --norm {layout}")
     net = networks.build_model(args.model, args.num_classes, criterion=criterion, recurrence=args.recurrence,
-                               norm=args.norm)
+                               norm=args.norm, memory_efficient=args.memory_efficient)
     if state:
         load_model(net, state, source=args.restore_from)
         if args.not_restore_last:

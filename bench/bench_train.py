@@ -5,10 +5,10 @@
 
 A step is forward, OHEM + DSN loss, backward and SGD on synthetic images and labels. Rows:
 the seed-style baseline (bmm/permute attention, numpy/scipy OHEM on the host, fp32, plain BN);
-then this project in strict fp32, + TF32 (CUDA only), + bf16 autocast (train.py --amp), +
-channels_last (train.py --channels-last), + torch.compile (on the GPU by default, on the CPU
-with --compile 1). Every row starts from the same initial weights; the rows are timed in
-interleaved rounds. Peak memory is what the CUDA allocator would peak at during a step with the
+then this project in strict fp32, the same with checkpointed segments (train.py --memory-efficient),
++ TF32 (CUDA only), + bf16 autocast (train.py --amp), + channels_last (train.py --channels-last),
++ torch.compile (on the GPU by default, on the CPU with --compile 1). Every row starts from the
+same initial weights; the rows are timed in interleaved rounds. Peak memory is what the CUDA allocator would peak at during a step with the
 row's model alone on the GPU (weights, gradients and momentum included); on the CPU it is the
 storages allocated during a step (bench.common.PeakTensorMemory), not measured for compiled code,
 whose kernels bypass the dispatcher.
@@ -27,20 +27,23 @@ from bench import common  # noqa: E402
 from bench.common import (IGNORE_LABEL, NUM_CLASSES, benchmark_device, interleaved_median_ms,  # noqa: E402
                           peak_mb, print_table, save_record, set_tf32, with_tf32)
 from bench.seed_baseline import SeedCriterionOhemDSN, to_seed_style  # noqa: E402
+from sync_batchnorm import convert_model  # noqa: E402
 from utils.cli import ArgumentParser, exit_on_user_error, positive_int, size_pair, str2bool  # noqa: E402
 from utils.losses import CriterionOhemDSN  # noqa: E402
 from utils.runtime import autocast, device_name, memory_format  # noqa: E402
 
 def configurations(device, compile_model):
-    """The benchmark rows: (name, seed-style, TF32, AMP bf16, channels_last, compile), or a skip note."""
+    """The benchmark rows: (name, seed-style, TF32, AMP bf16, channels_last, compile, memory-efficient),
+    or a skip note."""
     on_gpu = device.type == "cuda"
-    rows = [("seed-style baseline, fp32", True, False, False, False, False),
-            ("ours, fp32", False, False, False, False, False),
-            ("+ TF32", False, True, False, False, False) if on_gpu else ("+ TF32", "CUDA only"),
-            ("+ AMP bf16", False, on_gpu, True, False, False),
-            ("+ channels_last", False, on_gpu, True, True, False)]
+    rows = [("seed-style baseline, fp32", True, False, False, False, False, False),
+            ("ours, fp32", False, False, False, False, False, False),
+            ("ours, fp32, memory-efficient", False, False, False, False, False, True),
+            ("+ TF32", False, True, False, False, False, False) if on_gpu else ("+ TF32", "CUDA only"),
+            ("+ AMP bf16", False, on_gpu, True, False, False, False),
+            ("+ channels_last", False, on_gpu, True, True, False, False)]
     if compile_model:
-        rows.append(("+ torch.compile", False, on_gpu, True, True, True))
+        rows.append(("+ torch.compile", False, on_gpu, True, True, True, False))
     return rows
 
 
@@ -79,10 +82,13 @@ def peak_memory_mb(step, net, optimizer, device):
 
 def prepare(initial, config, images, labels, args, device):
     """(model, optimizer, step closure) of one configuration, from a copy of the initial weights."""
-    _, seed_style, _, amp, channels_last, compiled = config
+    _, seed_style, _, amp, channels_last, compiled, memory_efficient = config
     net = copy.deepcopy(initial)
     if seed_style:
         to_seed_style(net, SeedCriterionOhemDSN(IGNORE_LABEL, args.ohem_thres, args.ohem_keep))
+    if memory_efficient:  # synchronized BN keeps its statistics when recomputed; alone, it is plain BN
+        net = convert_model(net)
+        net.memory_efficient = True
     layout = memory_format(channels_last)
     net.to(device=device, memory_format=layout).train()
     images = images.contiguous(memory_format=layout)

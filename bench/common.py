@@ -57,8 +57,9 @@ def interleaved_median_ms(fns, device, repeat, warmup):
 class PeakTensorMemory(TorchDispatchMode):
     """Peak bytes of tensor storages allocated inside the context (the CPU has no allocator counter).
 
-    An output that shares an input's storage (a view, an in-place op) allocates nothing, so the
-    parameters and buffers that in-place updates and views hand back are not counted.
+    An op's output on the storage of one of its inputs (a view, an in-place or out= op) allocates
+    nothing: counting it would count the weights that SGD updates in place, or that activation
+    checkpointing detaches, as new memory.
     """
 
     def __init__(self):
@@ -70,8 +71,7 @@ class PeakTensorMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
-                  if isinstance(t, torch.Tensor)}
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()

@@ -38,7 +38,8 @@ class RCCAModule(nn.Module):
         return self.bottleneck(torch.cat([x, out], dim=1))  # (B, K, h, w)
 
 
-def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn"):
+def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn",
+              memory_efficient=False):
     """CCNet for ``num_classes`` classes, the attention applied ``recurrence`` times.
 
     (B, 3, H, W) -> [main, dsn] logits (B, num_classes, h, w) at 1/8 resolution, or the
@@ -46,4 +47,4 @@ def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, 
     networks.norms ("syncbn", the seed's; "inplace-abn", the official model's).
     """
     return segmentation_model(lambda norm_act: RCCAModule(2048, num_classes, norm_act, recurrence),
-                              num_classes, criterion, pretrained_model, norm_layer, norm)
+                              num_classes, criterion, pretrained_model, norm_layer, norm, memory_efficient)

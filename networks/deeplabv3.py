@@ -30,7 +30,8 @@ class ASPPModule(nn.Module):
         return self.bottleneck(torch.cat(branches, dim=1))
 
 
-def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn"):
+def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn",
+              memory_efficient=False):
     """DeepLabv3 for ``num_classes`` classes: [main, dsn] logits at 1/8 resolution, or the loss.
 
     ``recurrence`` is accepted so that every model builds from the same arguments; DeepLabv3
@@ -38,4 +39,4 @@ def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, 
     """
     return segmentation_model(
         lambda norm_act: nn.Sequential(ASPPModule(2048, norm_act), nn.Conv2d(512, num_classes, kernel_size=1)),
-        num_classes, criterion, pretrained_model, norm_layer, norm)
+        num_classes, criterion, pretrained_model, norm_layer, norm, memory_efficient)

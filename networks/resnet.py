@@ -6,7 +6,10 @@ dilated by 2 and 4 instead of strided, as in Chen et al., "Rethinking Atrous Con
 """
 import functools
 
+import torch
 import torch.nn as nn
+
+from sync_batchnorm.recompute import checkpoint
 
 InPlaceReLU = functools.partial(nn.ReLU, inplace=True)
 
@@ -57,11 +60,15 @@ class ResNet(nn.Module):
     h, w are H/8, W/8 rounded up through the stride-2 stem conv, the ceil-mode max-pool and
     layer2's stride-2 conv. ``multi_grid`` multiplies layer4's dilation block by block. Every norm is
     norm_layer(C) followed by act_layer() (a ReLU), as in torchvision and timm.
+    With ``memory_efficient``, a forward that records gradients keeps only the inputs of the stem
+    and of each bottleneck (of each pair in layer3) and recomputes the rest in backward
+    (sync_batchnorm.recompute).
     """
 
     def __init__(self, layers=(3, 4, 23, 3), norm_layer=nn.BatchNorm2d, multi_grid=(1, 1, 1),
-                 act_layer=InPlaceReLU):
+                 act_layer=InPlaceReLU, memory_efficient=False):
         super().__init__()
+        self.memory_efficient = memory_efficient
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = norm_layer(64)
         self.relu1 = act_layer()
@@ -91,12 +98,36 @@ class ResNet(nn.Module):
             if isinstance(module, Bottleneck):
                 nn.init.zeros_(module.bn3.weight)
 
-    def forward(self, x):
+    def recomputes(self):
+        """Whether this forward runs in checkpointed segments: memory_efficient and recording gradients."""
+        return self.memory_efficient and torch.is_grad_enabled()
+
+    def segment(self, function, x):
+        """function(x), as a checkpointed segment when recomputes()."""
+        return checkpoint(function, x) if self.recomputes() else function(x)
+
+    def stage(self, layer, x, blocks_per_segment=1):
+        """A residual stage (an nn.Sequential of bottlenecks); when recomputes(), a segment per
+        ``blocks_per_segment`` consecutive bottlenecks."""
+        if not self.recomputes():
+            return layer(x)
+        for start in range(0, len(layer), blocks_per_segment):
+            x = checkpoint(layer[start:start + blocks_per_segment], x)
+        return x
+
+    def stem(self, x):
+        """(B, 3, H, W) -> (B, 128, H/4, W/4): three conv-norm-ReLUs and the max-pool."""
         x = self.relu1(self.bn1(self.conv1(x)))  # (B, 64, H/2, W/2)
         x = self.relu2(self.bn2(self.conv2(x)))
         x = self.relu3(self.bn3(self.conv3(x)))  # (B, 128, H/2, W/2)
-        x = self.layer1(self.maxpool(x))  # (B, 256, H/4, W/4)
-        x = self.layer2(x)  # (B, 512, H/8, W/8)
-        c3 = self.layer3(x)  # (B, 1024, H/8, W/8)
-        c4 = self.layer4(c3)  # (B, 2048, H/8, W/8)
+        return self.maxpool(x)
+
+    def forward(self, x):
+        x = self.segment(self.stem, x)  # (B, 128, H/4, W/4)
+        x = self.stage(self.layer1, x)  # (B, 256, H/4, W/4)
+        x = self.stage(self.layer2, x)  # (B, 512, H/8, W/8)
+        # Pairs halve the 1024-channel inputs kept for layer3 at the cost of a second block's
+        # activations in its backward: the lower peak at 257x257 (README, Memory-efficient training).
+        c3 = self.stage(self.layer3, x, blocks_per_segment=2)  # (B, 1024, H/8, W/8)
+        c4 = self.stage(self.layer4, c3)  # (B, 2048, H/8, W/8)
         return c3, c4

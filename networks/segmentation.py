@@ -4,6 +4,7 @@ import torch.nn as nn
 
 from networks.norms import make_layout
 from networks.resnet import ResNet
+from sync_batchnorm.statistics import LocalStatistics
 from utils.checkpoint import load_model
 
 
@@ -32,32 +33,39 @@ class SegmentationResNet(ResNet):
 
     ``head`` reads layer4; the deeply supervised auxiliary head ``dsn`` reads layer3. With a
     criterion and labels, forward returns criterion([main, dsn], labels) instead, so that the
-    loss runs inside each DataParallel replica.
+    loss runs inside each DataParallel replica. With ``memory_efficient`` the head and the DSN
+    head are checkpointed segments too (the attention maps of CCNet included).
     """
 
-    def __init__(self, head, num_classes, layout, criterion=None):
-        super().__init__(norm_layer=layout.norm, act_layer=layout.act)
+    def __init__(self, head, num_classes, layout, criterion=None, memory_efficient=False):
+        super().__init__(norm_layer=layout.norm, act_layer=layout.act, memory_efficient=memory_efficient)
         self.head = head
         self.dsn = classifier(1024, num_classes, layout.norm_act, bias=True)
         self.criterion = criterion
 
     def forward(self, x, labels=None):
         c3, c4 = super().forward(x)
-        outs = [self.head(c4), self.dsn(c3)]  # each (B, K, h, w)
+        outs = [self.segment(self.head, c4), self.segment(self.dsn, c3)]  # each (B, K, h, w)
         if self.criterion is not None and labels is not None:
             return self.criterion(outs, labels)
         return outs
 
 
 def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=None, norm_layer=None,
-                       norm="syncbn"):
+                       norm="syncbn", memory_efficient=False):
     """A SegmentationResNet in the layout ``norm`` (networks.norms) whose head is make_head(norm_act).
 
     norm_layer None means the layout's synchronized norm (SynchronizedBatchNorm2d or InPlaceABNSync);
     ``pretrained_model`` (a path or a state_dict, e.g. the ImageNet backbone) is loaded non-strictly.
+    ``memory_efficient`` trains with checkpointed segments, which needs norm layers that keep their
+    statistics under recomputation (those of sync_batchnorm: SynchronizedBatchNorm2d, InPlace-ABN).
     """
     layout = make_layout(norm, norm_layer)
-    model = SegmentationResNet(make_head(layout.norm_act), num_classes, layout, criterion)
+    if memory_efficient and not isinstance(layout.norm_layer(1), LocalStatistics):
+        raise ValueError(f"memory_efficient needs the norm layers of sync_batchnorm (SynchronizedBatchNorm2d, "
+                         f"InPlace-ABN): {layout.norm_layer.__name__} would update its running statistics "
+                         "again when recomputed")
+    model = SegmentationResNet(make_head(layout.norm_act), num_classes, layout, criterion, memory_efficient)
     if pretrained_model is not None:
         load_model(model, pretrained_model)
     return model

@@ -5,10 +5,14 @@ of an nn.DataParallel wrapped by DataParallelWithCallback, or by all the process
 torch.distributed, so the layer computes what one nn.BatchNorm would on the concatenated batch,
 forward and backward. Outside both it is nn.BatchNorm. Statistics are kept in float32 (float64 for
 double inputs) whatever the input dtype; the output has the input's dtype and memory format.
+In a segment of sync_batchnorm.recompute.checkpoint, the recomputation normalizes with the
+statistics of the forward: no second exchange and no second running-statistics update.
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from sync_batchnorm.recompute import computed_once, recomputing
 from sync_batchnorm.statistics import SynchronizedStatistics, local_stats
 
 __all__ = ["SynchronizedBatchNorm1d", "SynchronizedBatchNorm2d", "SynchronizedBatchNorm3d"]
@@ -20,12 +24,29 @@ class _SynchronizedBatchNorm(SynchronizedStatistics, nn.modules.batchnorm._Batch
     def forward(self, x):
         use_batch_stats = self.training or self.running_mean is None
         if not (use_batch_stats and self._synchronized()):
+            if recomputing() and self.training and self.track_running_stats:
+                return self._untracked_batch_norm(x)
             return super().forward(x)
         self._check_input_dim(x)
-        mean, var, total = self._global_stats(*local_stats(x))
+        # Run in the recomputation too: its saved input is what backward needs from it.
+        mean, m2, count = local_stats(x)
+        mean, var = computed_once(lambda: self._exchange_and_track(mean, m2, count))
+        return self._normalize(x, mean, var)
+
+    def _untracked_batch_norm(self, x):
+        """nn.BatchNorm's training forward with its running statistics left alone.
+
+        Copies stand in for the running buffers, so that backward finds the tensors it saved in the forward.
+        """
+        return F.batch_norm(x, self.running_mean.clone(), self.running_var.clone(), self.weight, self.bias,
+                            True, 0.0, self.eps)
+
+    def _exchange_and_track(self, mean, m2, count):
+        """This part's statistics -> the whole batch's (mean, biased var), running statistics updated."""
+        mean, var, total = self._global_stats(mean, m2, count)
         if self.training and self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach(), total)
-        return self._normalize(x, mean, var)
+        return mean, var
 
     def _normalize(self, x, mean, var):
         """(x - mean) / sqrt(var + eps) * weight + bias, folded into one scale and shift per channel."""

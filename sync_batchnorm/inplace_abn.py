@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sync_batchnorm.recompute import computed_once
 from sync_batchnorm.statistics import LocalStatistics, SynchronizedStatistics, local_stats
 
 __all__ = ["InPlaceABN", "InPlaceABNSync", "ACTIVATIONS"]
@@ -168,10 +169,17 @@ class InPlaceABN(LocalStatistics, nn.modules.batchnorm._NormBase):
                                 self.weight, self.bias, self.eps, self.activation, self.activation_param)
             return work.to(x.dtype)
         with torch.no_grad():
-            mean, var, total = self._global_stats(*local_stats(x))
-            self._update_running_stats(mean, var, total)
+            stats = local_stats(x)
+            # In a checkpointed segment's recomputation: the forward's statistics, not exchanged again.
+            mean, var, total = computed_once(lambda: self._exchange_and_track(*stats))
         return _InPlaceABNFunction.apply(x, mean, var, total, self.weight, self.bias, self.eps, self.activation,
                                          self.activation_param, self._sum_over_replicas)
+
+    def _exchange_and_track(self, mean, m2, count):
+        """This part's statistics -> the whole batch's (mean, biased var, total), running statistics updated."""
+        mean, var, total = self._global_stats(mean, m2, count)
+        self._update_running_stats(mean, var, total)
+        return mean, var, total
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, activation={self.activation}, " \

@@ -82,7 +82,8 @@ def test_bench_train_runs_every_cpu_row_and_writes_json(tmp_path):
     record = json.loads(out.read_text())
     assert {"device", "torch", "date", "settings", "rows"} <= record.keys()
     rows = {r["configuration"]: r for r in record["rows"]}
-    assert list(rows) == ["seed-style baseline, fp32", "ours, fp32", "+ TF32", "+ AMP bf16", "+ channels_last"]
+    assert list(rows) == ["seed-style baseline, fp32", "ours, fp32", "ours, fp32, memory-efficient", "+ TF32", "+ AMP bf16",
+                          "+ channels_last"]
     assert rows["+ TF32"] == {"configuration": "+ TF32", "skipped": "CUDA only"}
     assert rows["seed-style baseline, fp32"]["speedup"] == 1.0
     for name, r in rows.items():
