@@ -4,6 +4,9 @@ from torch import nn
 
 from networks.attention_maps import attention_maps, attention_modules, recorded_attention
 from networks.ccnet import RCCAModule
+from networks.norms import make_layout
+
+BATCHNORM_RELU = make_layout("syncbn", nn.BatchNorm2d).norm_act  # plain BN + ReLU after each head conv
 
 
 def dense(a_row, a_col):
@@ -23,7 +26,7 @@ def dense(a_row, a_col):
 def small_head(recurrence):
     """An RCCA head (32 channels in, 8 attended) in float64 whose attention adds to its input."""
     torch.manual_seed(0)
-    head = RCCAModule(32, 3, nn.BatchNorm2d, recurrence).double().eval()
+    head = RCCAModule(32, 3, BATCHNORM_RELU, recurrence).double().eval()
     head.cca.gamma.data.fill_(0.5)
     return head
 

@@ -7,7 +7,10 @@ from torch import nn
 
 import export_onnx
 from networks.ccnet import RCCAModule
+from networks.norms import make_layout
 from utils.cli import exit_on_user_error
+
+BATCHNORM_RELU = make_layout("syncbn", nn.BatchNorm2d).norm_act  # plain BN + ReLU after each head conv
 
 
 class SmallCCNet(nn.Module):
@@ -19,7 +22,7 @@ class SmallCCNet(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.backbone = nn.Conv2d(3, 64, 3, stride=8, padding=1)
-        self.head = RCCAModule(64, 5, nn.BatchNorm2d, recurrence=2)
+        self.head = RCCAModule(64, 5, BATCHNORM_RELU, recurrence=2)
         self.head.cca.gamma.data.fill_(1.0)
 
     def forward(self, images):

@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 import networks
-import sync_batchnorm.batchnorm
+import sync_batchnorm.statistics
 import train
 from bench.common import PeakTensorMemory
 from networks.norms import make_layout
@@ -176,8 +176,8 @@ def test_thread_replicas_exchange_once_per_layer_and_match_the_default(monkeypat
 def _gloo_worker(rank, store_path, results):
     torch.distributed.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
     calls = []
-    all_gather = sync_batchnorm.batchnorm.all_gather
-    sync_batchnorm.batchnorm.all_gather = lambda tensor: calls.append(tensor.shape) or all_gather(tensor)
+    all_gather = sync_batchnorm.statistics.all_gather
+    sync_batchnorm.statistics.all_gather = lambda tensor: calls.append(tensor.shape) or all_gather(tensor)
     x = torch.randn(4, 3, 17, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     states = []
     for net in tiny_pair():

@@ -7,8 +7,11 @@ import torch.nn as nn
 
 import networks
 from networks.ccnet import RCCAModule
+from networks.norms import make_layout
 from sync_batchnorm import SynchronizedBatchNorm2d
 from utils.cli import UserError
+
+BATCHNORM_RELU = make_layout("syncbn", nn.BatchNorm2d).norm_act  # plain BN + ReLU after each head conv
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The published key/shape list (a copy of shared/spec/ccnet_resnet101_state_dict.tsv).
@@ -131,13 +134,13 @@ def test_recurrence_0_freezes_the_unused_attention_and_its_checkpoint_runs_with_
     """DistributedDataParallel needs a gradient for every trainable parameter; a recurrence-0 head
     never runs its attention. Its checkpoint keeps the attention's keys, with gamma 0."""
     torch.manual_seed(0)
-    head0 = RCCAModule(64, 3, nn.BatchNorm2d, recurrence=0)
+    head0 = RCCAModule(64, 3, BATCHNORM_RELU, recurrence=0)
     x = torch.randn(2, 64, 5, 6)
     head0(x).sum().backward()
     trainable = {name for name, p in head0.named_parameters() if p.requires_grad}
     assert trainable == {name for name, p in head0.named_parameters() if p.grad is not None}
     assert not any(name.startswith("cca.") for name in trainable)
-    head2 = RCCAModule(64, 3, nn.BatchNorm2d, recurrence=2)
+    head2 = RCCAModule(64, 3, BATCHNORM_RELU, recurrence=2)
     head2.load_state_dict(head0.state_dict())
     assert all(p.requires_grad for p in head2.parameters())
     head0.eval(), head2.eval()
