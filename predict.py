@@ -247,8 +247,6 @@ def main(args):
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise UserError(f"--output {args.output} is a file, not a folder")
     device = parse_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.dataset == "folder" and args.data_dir is None:
-        raise UserError("--dataset folder needs --data-dir: the folder holding its classes file")
     palette = get_dataset(args.dataset, args.data_dir).palette
     network, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence)
     if args.attention and not attention_modules(network):

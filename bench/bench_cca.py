@@ -16,15 +16,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import fill_defaults, median_ms, peak_mb, save_record  # noqa: E402
+from bench.common import fill_defaults, median_ms, peak_mb, rel_err, save_record  # noqa: E402
 from CC import criss_cross_attention  # noqa: E402
 from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross  # noqa: E402
 from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
 from utils.runtime import device_name  # noqa: E402
-
-
-def rel_err(a, b):
-    return ((a.double() - b).norm() / b.norm()).item()
 
 
 def main(args):

@@ -17,7 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common  # noqa: E402
-from bench.common import benchmark_device, interleaved_median_ms, peak_mb, print_table, save_record  # noqa: E402
+from bench.common import (benchmark_device, interleaved_median_ms, peak_mb, print_table, rel_err,  # noqa: E402
+                          save_record)
 from CC import criss_cross_attention_3d  # noqa: E402
 from references import seed_criss_cross_3d, seed_criss_cross_3d1, seed_criss_cross_3d2  # noqa: E402
 from utils.cli import ArgumentParser, exit_on_user_error, positive_int, size_triple  # noqa: E402
@@ -25,10 +26,6 @@ from utils.runtime import device_name  # noqa: E402
 
 FORMULATIONS = {"ours (CC3D.py)": criss_cross_attention_3d, "seed CrissCrossAttention3D": seed_criss_cross_3d,
                 "seed CrissCrossAttention3D1": seed_criss_cross_3d1, "seed CrissCrossAttention3D2": seed_criss_cross_3d2}
-
-
-def rel_err(a, b):
-    return ((a.double() - b).norm() / b.norm()).item()
 
 
 def float64_truth(inputs64, grad64, device):

@@ -99,6 +99,11 @@ def peak_mb(fn, device):
     return tracker.peak / 2**20
 
 
+def rel_err(result, truth):
+    """Relative error ||result - truth|| / ||truth|| of a result against its float64 truth (a float)."""
+    return ((result.double() - truth).norm() / truth.norm()).item()
+
+
 def set_tf32(device, enabled):
     """TF32 for fp32 matmuls and convolutions on CUDA ('ieee' is strict fp32); a no-op on the CPU."""
     if device.type == "cuda":

@@ -79,16 +79,24 @@ def read_image(path):
 
 
 def read_label(path):
-    """uint8 (H, W) label values of an 8-bit grayscale or palette image (a palette image's indices)."""
+    """uint8 (H, W) label values of an 8-bit grayscale or palette image (a palette image's indices).
+
+    The header tells the mode: a palette image is decoded once by PIL, which keeps its indices
+    (OpenCV would expand them to colours), any other by OpenCV.
+    """
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            if mode == "P":
+                return np.asarray(image)
+    except OSError:
+        raise UserError(f"cannot read label {path} (corrupt or not an image)") from None
     label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if label is None:
         raise UserError(f"cannot read label {path} (corrupt or not an image)")
-    if label.ndim == 3:  # OpenCV expands a palette to colours; PIL keeps its indices
-        with Image.open(path) as image:
-            if image.mode != "P":
-                raise UserError(f"label {path} is a {image.mode} image; labels hold one value a pixel "
-                                "(8-bit grayscale or palette PNG)")
-            label = np.asarray(image)
+    if label.ndim == 3:
+        raise UserError(f"label {path} is a {mode} image; labels hold one value a pixel "
+                        "(8-bit grayscale or palette PNG)")
     if label.dtype != np.uint8:
         raise UserError(f"label {path} has {label.dtype} values; labels are 8-bit (0..255)")
     return label

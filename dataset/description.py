@@ -7,11 +7,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from dataset.datasets import ImageSet, SegmentationDataSet, read_label, read_list
-from utils.palette import palette_image
+from dataset.datasets import IGNORE_LABEL, ImageSet, SegmentationDataSet, read_label, read_list
 from utils.cli import UserError, warn
+from utils.palette import palette_image
 
-IGNORE_LABEL = 255
 SPLITS = ("train", "val", "test")
 
 

@@ -71,6 +71,8 @@ def _read_json(path):
 
 def read_classes(data_dir):
     """The classes file of data_dir -> (file, [(value, name, (r, g, b))] in train-id order)."""
+    if data_dir is None:
+        raise UserError("--dataset folder needs --data-dir: the folder holding its classes file")
     found = [os.path.join(data_dir, name) for name in CLASS_FILES if os.path.isfile(os.path.join(data_dir, name))]
     if not found:
         raise UserError(f"no classes file in {data_dir}: write classes.txt or classes.json "
