@@ -67,6 +67,22 @@ def fwd_bwd_ms(fn, device, repeat=20):
     return median_ms(lambda: fn(*inputs).sum().backward(), device, repeat)
 
 
+def report_constant(label, fn, device, size=(10, 10)):
+    """Print fn's line of the constant-input check; returns whether output and value gradient are exact."""
+    out, grad_v = constant_check(fn, device, size)
+    exact = bool((out == 3).all()) and bool((grad_v == 1).all())
+    print(f"   {label:<18} output {describe(out)}   value gradient {describe(grad_v)}   "
+          f"{'exact' if exact else 'NOT exact'}")
+    return exact
+
+
+def report_random(label, fn, device, truth, inputs64, grad64):
+    """Print fn's line of max abs / relative errors against truth; returns the largest relative error."""
+    errors = random_check(fn, device, truth, inputs64, grad64)
+    print(f"   {label:<18} {'max abs / rel':>14}" + "".join(f"{a:>12.2e} /{r:>8.1e}" for a, r in errors))
+    return max(r for _, r in errors)
+
+
 def describe(values):
     lo, hi = values.min().item(), values.max().item()
     return f"{lo:.10f}" if lo == hi else f"{lo:.10f} .. {hi:.10f}"
@@ -89,11 +105,7 @@ def main(args):
     print("1. Constant inputs: query = 1, key = 2 (1, 8, 10, 10), value = 3 (1, 64, 10, 10)")
     print("   expected: output exactly 3, gradient of the value exactly 1")
     for label, fn in ops.items():
-        out, grad_v = constant_check(fn, device)
-        exact = bool((out == 3).all()) and bool((grad_v == 1).all())
-        print(f"   {label:<18} output {describe(out)}   value gradient {describe(grad_v)}   "
-              f"{'exact' if exact else 'NOT exact'}")
-        if fn is criss_cross_attention and not exact:
+        if not report_constant(label, fn, device) and fn is criss_cross_attention:
             failures.append("constant inputs are not exact")
 
     print("\n2. Random inputs, float32 against a float64 einsum formulation: query/key (2, 8, 33, 41), "
@@ -102,9 +114,7 @@ def main(args):
     truth = float64_truth(einsum_criss_cross, inputs64, grad64)
     print(f"   {'':<18} {'':>14}" + "".join(f"{n:>22}" for n in ("output", "grad query", "grad key", "grad value")))
     for label, fn in ops.items():
-        errors = random_check(fn, device, truth, inputs64, grad64)
-        print(f"   {label:<18} {'max abs / rel':>14}" + "".join(f"{a:>12.2e} /{r:>8.1e}" for a, r in errors))
-        if fn is criss_cross_attention and max(r for _, r in errors) >= REL_TOL:
+        if report_random(label, fn, device, truth, inputs64, grad64) >= REL_TOL and fn is criss_cross_attention:
             failures.append(f"random inputs exceed the relative tolerance {REL_TOL:g}")
 
     print("\n3. Speed, forward + backward at (2, 512, 65, 65), median")
@@ -112,20 +122,14 @@ def main(args):
         print(f"   {label:<18} {fwd_bwd_ms(fn, device):8.2f} ms")
 
     print("\n4. 3D op (CC3D.py), constant inputs: query = 1, key = 2 (1, 8, 6, 12, 16), value = 3 (1, 64, 6, 12, 16)")
-    out, grad_v = constant_check(criss_cross_attention_3d, device, (6, 12, 16))
-    exact = bool((out == 3).all()) and bool((grad_v == 1).all())
-    print(f"   {'CC3D':<18} output {describe(out)}   value gradient {describe(grad_v)}   "
-          f"{'exact' if exact else 'NOT exact'}")
-    if not exact:
+    if not report_constant("CC3D", criss_cross_attention_3d, device, (6, 12, 16)):
         failures.append("3D constant inputs are not exact")
 
     print("\n5. 3D op, random inputs, float32 against the seed's 3D formulation in float64: query/key "
           "(2, 8, 11, 13, 9), value (2, 64, 11, 13, 9)")
     inputs64, grad64 = random_inputs((11, 13, 9), seed=1)
-    errors = random_check(criss_cross_attention_3d, device, float64_truth(seed_criss_cross_3d, inputs64, grad64),
-                          inputs64, grad64)
-    print(f"   {'CC3D':<18} {'max abs / rel':>14}" + "".join(f"{a:>12.2e} /{r:>8.1e}" for a, r in errors))
-    if max(r for _, r in errors) >= REL_TOL:
+    truth = float64_truth(seed_criss_cross_3d, inputs64, grad64)
+    if report_random("CC3D", criss_cross_attention_3d, device, truth, inputs64, grad64) >= REL_TOL:
         failures.append(f"3D random inputs exceed the relative tolerance {REL_TOL:g}")
 
     if failures:
