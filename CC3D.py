@@ -34,22 +34,28 @@ def _volume(x, axis):
     return x.permute(_VOLUME[axis])
 
 
+def _transpose_blocks(x, rows, cols, out):
+    """out[b] viewed as (cols, rows) <- the transpose of x[b] viewed as (rows, cols), for every volume b.
+
+    copy_ transposes a 2D block blockwise, several times faster than the equivalent 5D permute.
+    """
+    for b in range(x.shape[0]):
+        out[b].view(cols, rows).copy_(x[b].view(rows, cols).T)
+    return out
+
+
 def _line_layout(x, axis):
     """Contiguous x (B, C, D1, D2, D3) -> its lines along axis as a (B, P, Q, C, D_axis) tensor for
     _line_matmul: a view along the last axis (a bmm reads it in place), a contiguous copy along the others.
 
-    The lines along the first axis are a 2D transpose per volume, (C D1, D2 D3) -> (D2 D3, C D1),
-    which copy_ does blockwise, several times faster than a 5D permute.
+    The lines along the first axis are a 2D transpose per volume, (C D1, D2 D3) -> (D2 D3, C D1).
     """
     if axis == 2:
         return _lines(x, 2)
     if axis == 1:
         return _lines(x, 1).contiguous()
     B, C, D1, D2, D3 = x.shape
-    out = x.new_empty(B, D2, D3, C, D1)
-    for b in range(B):
-        out[b].view(D2 * D3, C * D1).copy_(x[b].view(C * D1, D2 * D3).T)
-    return out
+    return _transpose_blocks(x, C * D1, D2 * D3, x.new_empty(B, D2, D3, C, D1))
 
 
 def _line_matmul(x, y, axis):
@@ -77,10 +83,7 @@ def _add_lines_(out, part, axis):
     if axis != 0:
         return _volume(part, axis).contiguous()
     B, D2, D3, C, D1 = part.shape
-    out = part.new_empty(B, C, D1, D2, D3)
-    for b in range(B):
-        out[b].view(C * D1, D2 * D3).copy_(part[b].view(D2 * D3, C * D1).T)
-    return out
+    return _transpose_blocks(part, D2 * D3, C * D1, part.new_empty(B, C, D1, D2, D3))
 
 
 def _in_format(x, like):
