@@ -30,7 +30,7 @@ class _SynchronizedBatchNorm(SynchronizedStatistics, nn.modules.batchnorm._Batch
         self._check_input_dim(x)
         # Run in the recomputation too: its saved input is what backward needs from it.
         mean, m2, count = local_stats(x)
-        mean, var = computed_once(lambda: self._exchange_and_track(mean, m2, count))
+        mean, var, _ = computed_once(lambda: self._exchange_and_track(mean, m2, count))
         return self._normalize(x, mean, var)
 
     def _untracked_batch_norm(self, x):
@@ -40,13 +40,6 @@ class _SynchronizedBatchNorm(SynchronizedStatistics, nn.modules.batchnorm._Batch
         """
         return F.batch_norm(x, self.running_mean.clone(), self.running_var.clone(), self.weight, self.bias,
                             True, 0.0, self.eps)
-
-    def _exchange_and_track(self, mean, m2, count):
-        """This part's statistics -> the whole batch's (mean, biased var), running statistics updated."""
-        mean, var, total = self._global_stats(mean, m2, count)
-        if self.training and self.track_running_stats:
-            self._update_running_stats(mean.detach(), var.detach(), total)
-        return mean, var
 
     def _normalize(self, x, mean, var):
         """(x - mean) / sqrt(var + eps) * weight + bias, folded into one scale and shift per channel."""

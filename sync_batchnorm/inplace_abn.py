@@ -175,12 +175,6 @@ class InPlaceABN(LocalStatistics, nn.modules.batchnorm._NormBase):
         return _InPlaceABNFunction.apply(x, mean, var, total, self.weight, self.bias, self.eps, self.activation,
                                          self.activation_param, self._sum_over_replicas)
 
-    def _exchange_and_track(self, mean, m2, count):
-        """This part's statistics -> the whole batch's (mean, biased var, total), running statistics updated."""
-        mean, var, total = self._global_stats(mean, m2, count)
-        self._update_running_stats(mean, var, total)
-        return mean, var, total
-
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, activation={self.activation}, " \
                f"activation_param={self.activation_param}"

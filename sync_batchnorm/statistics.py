@@ -69,6 +69,14 @@ class LocalStatistics:
         """``tensor`` summed over the parts of the batch: here the batch is whole."""
         return tensor
 
+    def _exchange_and_track(self, mean, m2, count):
+        """This part's (mean, m2, count) -> the whole batch's (mean, biased var, total), the running
+        statistics updated when training tracks them (recompute.computed_once runs it once per step)."""
+        mean, var, total = self._global_stats(mean, m2, count)
+        if self.training and self.track_running_stats:
+            self._update_running_stats(mean.detach(), var.detach(), total)
+        return mean, var, total
+
     @torch.no_grad()
     def _update_running_stats(self, mean, var, total):
         """Running statistics as nn.BatchNorm keeps them, with the unbiased variance.
