@@ -35,7 +35,7 @@ from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list,
 from utils.data_parallel import AutocastDataParallel
 from utils.inference import predict
 from utils.metrics import ConfusionMatrix
-from utils.runtime import add_launcher_arguments, autocast, memory_format, setup, teardown
+from utils.runtime import add_launcher_arguments, add_speed_arguments, autocast, memory_format, setup, teardown
 
 SEED_README_SPELLINGS_OF_TRUE = {"ture"}
 
@@ -84,10 +84,7 @@ def get_args_parser():
                         help="also predict the mirrored images and average")
     parser.add_argument("--save-pred", action=argparse.BooleanOptionalAction, default=True,
                         help="write the predicted PNGs")
-    parser.add_argument("--amp", type=str2bool, nargs="?", const=True, default=False,
-                        help="bf16 autocast where supported, else fp16 (faster; see the README for its agreement)")
-    parser.add_argument("--channels-last", type=str2bool, nargs="?", const=True, default=False,
-                        help="NHWC memory format for the network and images")
+    add_speed_arguments(parser)
     parser.add_argument("--test", action="store_true",
                         help="the list is the unlabelled test split: predict and save, no metric")
     add_launcher_arguments(parser)

@@ -38,7 +38,7 @@ from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkp
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, size_pair, str2bool
 from utils.inference import predict
 from utils.palette import color_label, palette_image
-from utils.runtime import autocast, memory_format, parse_device
+from utils.runtime import add_speed_arguments, autocast, memory_format, parse_device
 from utils.visualize import attention_figure, blend
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -86,10 +86,7 @@ def get_args_parser():
     parser.add_argument("--scales", type=float_list, default=[1.0], help="comma-separated scales averaged, e.g. 0.75,1,1.25")
     parser.add_argument("--flip", type=str2bool, nargs="?", const=True, default=False,
                         help="also predict the mirrored image and average")
-    parser.add_argument("--amp", type=str2bool, nargs="?", const=True, default=False,
-                        help="bf16 autocast where supported, else fp16")
-    parser.add_argument("--channels-last", type=str2bool, nargs="?", const=True, default=False,
-                        help="NHWC memory format for the network and images")
+    add_speed_arguments(parser)
     parser.add_argument("--device", type=str, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     parser.add_argument("--alpha", type=unit_interval, default=0.5, help="weight of the colours in the overlay")
     parser.add_argument("--attention", type=point, action="append", default=[], metavar="Y,X",

@@ -27,8 +27,9 @@ from utils.cli import ArgumentParser, UserError, exit_on_user_error, label_value
 from utils.inference import predict_whole
 from utils.logger import TrainLogger
 from utils.losses import CriterionDSN, CriterionOhemDSN
-from utils.runtime import (add_launcher_arguments, all_gather_objects, all_reduce_sum, amp_dtype, autocast,
-                           memory_format, setup, teardown)
+from utils.runtime import (add_launcher_arguments, add_speed_arguments, all_gather_objects, all_reduce_sum,
+                           amp_dtype, autocast, memory_format, setup, teardown)
+
 
 def get_args_parser():
     parser = ArgumentParser(description="Train CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images.")
@@ -78,10 +79,7 @@ def get_args_parser():
     parser.add_argument("--ohem-keep", type=int, default=200000, help="OHEM keeps at least this many pixels")
     parser.add_argument("--resume", default=None,
                         help="continue from a training state (<snapshot-dir>/last.pth); --restore-from is then not read")
-    parser.add_argument("--amp", type=str2bool, nargs="?", const=True, default=False,
-                        help="mixed precision: bf16 autocast where supported (CPUs, recent GPUs), else fp16 with a GradScaler")
-    parser.add_argument("--channels-last", type=str2bool, nargs="?", const=True, default=False,
-                        help="NHWC memory format for the network and images")
+    add_speed_arguments(parser)
     parser.add_argument("--memory-efficient", type=str2bool, nargs="?", const=True, default=False,
                         help="recompute activations in backward instead of keeping them: the same loss, gradients "
                              "and BN statistics in far less memory, for some extra time")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from utils.cli import UserError
+from utils.cli import UserError, str2bool
 
 
 @dataclass
@@ -163,6 +163,15 @@ def amp_dtype(device):
 def autocast(device, enabled):
     """torch.autocast on device in amp_dtype(device) when enabled, else a null context."""
     return torch.autocast(device.type, dtype=amp_dtype(device)) if enabled else nullcontext()
+
+
+def add_speed_arguments(parser):
+    """--amp and --channels-last, the speed modes that autocast() and memory_format() apply."""
+    parser.add_argument("--amp", type=str2bool, nargs="?", const=True, default=False,
+                        help="mixed precision: bf16 autocast where the hardware has it (CPUs, GPUs from Ampere on), "
+                             "else fp16, with a GradScaler when training")
+    parser.add_argument("--channels-last", type=str2bool, nargs="?", const=True, default=False,
+                        help="NHWC memory format for the network and images")
 
 
 def memory_format(channels_last):
