@@ -1,12 +1,17 @@
 """Criss-cross attention formulations side by side: median time, peak memory, error vs float64.
 
     python bench/bench_cca.py                      # CPU at (2, 512, 65, 65)
-    python bench/bench_cca.py --device cuda        # GPU at (4, 512, 97, 97), fp32
+    python bench/bench_cca.py --device cuda        # GPU at (4, 512, 97, 97), strict fp32 (TF32 off)
     python bench/bench_cca.py --device cuda --amp  # the same under bf16 autocast
 
-Formulations: ours (CC.py) and those of references/: the seed's bmm/permute one, the einsum one
-of mmcv >= 1.3.13, and the CUDA reference where it can be built.
-Query and key have C // 8 channels, as in CCNet.
+Formulations: ours (CC.py), ours under torch.compile (on the GPU by default), and those of
+references/: the seed's bmm/permute one, the einsum one of mmcv >= 1.3.13, and the CUDA reference
+where it can be built. Query and key have C // 8 channels, as in CCNet.
+
+The forward's memory-bandwidth floor is the time to read query, key and value once and write the
+output once, in the compute dtype (float32, or bfloat16 under --amp), at the bandwidth of a large
+device-to-device copy measured in the same run. "x best public" is the fastest of the seed's and the
+einsum formulation's forward + backward time over the row's.
 """
 import datetime
 import sys
@@ -16,15 +21,34 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import fill_defaults, median_ms, peak_mb, rel_err, save_record  # noqa: E402
+from bench.common import fill_defaults, median_ms, peak_mb, print_table, rel_err, save_record, set_tf32  # noqa: E402
 from CC import criss_cross_attention  # noqa: E402
 from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross  # noqa: E402
-from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
+from utils.cli import ArgumentParser, positive_int, size_pair, str2bool  # noqa: E402
 from utils.runtime import device_name  # noqa: E402
+
+
+PUBLIC = ("seed bmm/permute", "mmcv einsum")
+COMPILED = "ours, torch.compile"
+
+
+def copy_bandwidth_gb_s(device, repeat):
+    """Bandwidth of a large device-to-device float32 copy (1 GiB on a GPU, 128 MiB on the CPU):
+    bytes read plus bytes written per second, in GB/s."""
+    src = torch.randn((256 if device.type == "cuda" else 32) * 2**20, device=device)
+    dst = torch.empty_like(src)
+    return 2 * src.nbytes / median_ms(lambda: dst.copy_(src), device, repeat) / 1e6
+
+
+def forward_floor_ms(shape, itemsize, bandwidth_gb_s):
+    """Milliseconds to read query, key (C // 8 channels each) and value and write the output once."""
+    B, C, H, W = shape
+    return (2 * (C // 8) + 2 * C) * B * H * W * itemsize / bandwidth_gb_s / 1e6
 
 
 def main(args):
     device = torch.device(args.device)
+    set_tf32(device, False)
     B, C = args.batch, args.channels
     H, W = args.size
     g = torch.Generator().manual_seed(0)
@@ -39,8 +63,10 @@ def main(args):
     grad_out = grad64.float().to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext()
 
-    formulations = {"ours (CC.py)": criss_cross_attention, "seed bmm/permute": seed_criss_cross,
-                    "mmcv einsum": einsum_criss_cross}
+    formulations = {"ours (CC.py)": criss_cross_attention}
+    if args.compile:
+        formulations[COMPILED] = torch.compile(criss_cross_attention)
+    formulations.update({PUBLIC[0]: seed_criss_cross, PUBLIC[1]: einsum_criss_cross})
     available, reason = cuda_reference_status()
     if device.type == "cuda" and available:
         formulations["CUDA reference"] = criss_cross_cuda
@@ -49,6 +75,8 @@ def main(args):
 
     rows = []
     for name, fn in formulations.items():
+        measurable = device.type == "cuda" or name != COMPILED  # the CPU probe misses compiled kernels
+
         def forward():
             with torch.no_grad(), autocast:
                 return fn(*inputs)
@@ -66,22 +94,29 @@ def main(args):
         rows.append({"formulation": name,
                      "forward_ms": median_ms(forward, device, args.repeat),
                      "forward_backward_ms": median_ms(forward_backward, device, args.repeat),
-                     "peak_mb": peak_mb(forward_backward, device),
+                     "peak_mb": peak_mb(forward_backward, device) if measurable else None,
                      "rel_err_out": errors[0], "rel_err_grad_q": errors[1],
                      "rel_err_grad_k": errors[2], "rel_err_grad_v": errors[3]})
 
-    name = device_name(device)
-    precision = "bf16 autocast" if args.amp else "fp32"
-    header = f"{name}, torch {torch.__version__}, {datetime.date.today()}, ({B}, {C}, {H}, {W}), {precision}"
-    print(header)
-    print(f"{'formulation':<18} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MiB':>9} {'err out':>9} "
-          f"{'err dq':>9} {'err dk':>9} {'err dv':>9}")
+    bandwidth = copy_bandwidth_gb_s(device, args.repeat)
+    floor = forward_floor_ms((B, C, H, W), 2 if args.amp else 4, bandwidth)
+    best_public = min(r["forward_backward_ms"] for r in rows if r["formulation"] in PUBLIC)
     for r in rows:
-        print(f"{r['formulation']:<18} {r['forward_ms']:>9.2f} {r['forward_backward_ms']:>11.2f} "
-              f"{r['peak_mb']:>9.1f} {r['rel_err_out']:>9.1e} {r['rel_err_grad_q']:>9.1e} "
-              f"{r['rel_err_grad_k']:>9.1e} {r['rel_err_grad_v']:>9.1e}")
+        r["x_floor"] = r["forward_ms"] / floor
+        r["x_best_public"] = best_public / r["forward_backward_ms"]
+
+    precision = "bf16 autocast" if args.amp else "fp32 (TF32 off)"
+    header = (f"{device_name(device)}, torch {torch.__version__}, {datetime.date.today()}, ({B}, {C}, {H}, {W}), "
+              f"{precision}; copy bandwidth {bandwidth:.0f} GB/s, forward floor {floor * 1e3:.1f} us")
+    print_table(header, rows, [("formulation", "formulation", ""), ("forward_ms", "fwd ms", ".3f"),
+                           ("x_floor", "x floor", ".1f"), ("forward_backward_ms", "fwd+bwd ms", ".3f"),
+                           ("x_best_public", "x best public", ".2f"), ("peak_mb", "peak MiB", ".1f"),
+                           ("rel_err_out", "err out", ".1e"), ("rel_err_grad_q", "err dq", ".1e"),
+                           ("rel_err_grad_k", "err dk", ".1e"), ("rel_err_grad_v", "err dv", ".1e")])
     if args.json:
-        save_record(args.json, device, {"shape": [B, C, H, W], "precision": precision, "repeat": args.repeat}, rows)
+        save_record(args.json, device, {"shape": [B, C, H, W], "precision": precision, "repeat": args.repeat,
+                                        "copy_bandwidth_gb_s": bandwidth, "forward_floor_ms": floor}, rows)
+    return rows
 
 
 def get_args_parser():
@@ -91,11 +126,16 @@ def get_args_parser():
     parser.add_argument("--channels", type=int, default=512, help="value channels; query/key get C // 8")
     parser.add_argument("--size", type=size_pair, default=None, help="H,W (default 65,65 on CPU, 97,97 on GPU)")
     parser.add_argument("--amp", action="store_true", help="run every formulation under bf16 autocast")
+    parser.add_argument("--compile", type=str2bool, default=None,
+                        help="add a torch.compile row of ours (1/0; default 1 on GPU, 0 on CPU)")
     parser.add_argument("--repeat", type=positive_int, default=None, help="timed runs per figure (median)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return parser
 
 
+CPU_DEFAULTS = {"batch": 2, "size": (65, 65), "repeat": 7, "compile": False}
+GPU_DEFAULTS = {"batch": 4, "size": (97, 97), "repeat": 50, "compile": True}
+
+
 if __name__ == "__main__":
-    main(fill_defaults(get_args_parser().parse_args(), cpu={"batch": 2, "size": (65, 65), "repeat": 7},
-                       gpu={"batch": 4, "size": (97, 97), "repeat": 50}))
+    main(fill_defaults(get_args_parser().parse_args(), cpu=CPU_DEFAULTS, gpu=GPU_DEFAULTS))

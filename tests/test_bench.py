@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench import bench_cca3d, bench_eval, bench_train
+from bench import bench_cca, bench_cca3d, bench_eval, bench_train
 from bench.seed_baseline import SeedCrissCrossAttention, SeedOhemCrossEntropy2d, seed_predict, to_seed_style
 from CC import CrissCrossAttention
 from utils.inference import predict
@@ -116,6 +116,30 @@ def test_bench_cca3d_measures_every_formulation_and_writes_json(tmp_path):
     for r in record["rows"]:
         assert r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 and r["peak_mb"] > 0
         assert max(r[k] for k in ("rel_err_out", "rel_err_grad_q", "rel_err_grad_k", "rel_err_grad_v")) < 1e-5
+
+
+def test_bench_cca_measures_every_formulation_against_the_floor_and_writes_json(tmp_path):
+    out = tmp_path / "cca.json"
+    args = bench_cca.get_args_parser().parse_args(
+        ["--batch", "1", "--channels", "16", "--size", "5,6", "--repeat", "1", "--json", str(out)])
+    bench_cca.main(bench_cca.fill_defaults(args, cpu=bench_cca.CPU_DEFAULTS, gpu=bench_cca.GPU_DEFAULTS))
+    record = json.loads(out.read_text())
+    settings, rows = record["settings"], record["rows"]
+    assert [r["formulation"] for r in rows] == ["ours (CC.py)", *bench_cca.PUBLIC]
+    floor = (2 * 2 + 2 * 16) * 5 * 6 * 4 / settings["copy_bandwidth_gb_s"] / 1e6  # q, k, v, out in float32
+    assert settings["forward_floor_ms"] == pytest.approx(floor)
+    fastest_public = min(r["forward_backward_ms"] for r in rows[1:])
+    for r in rows:
+        assert r["x_floor"] == pytest.approx(r["forward_ms"] / floor)
+        assert r["x_best_public"] == pytest.approx(fastest_public / r["forward_backward_ms"])
+        assert max(r[k] for k in ("rel_err_out", "rel_err_grad_q", "rel_err_grad_k", "rel_err_grad_v")) < 1e-5
+    assert max(r["x_best_public"] for r in rows[1:]) == 1.0
+
+
+def test_forward_floor_of_the_issue_shape_is_58_us_at_3_tb_s():
+    """(4, 512, 97, 97), query/key 64 channels, float32: 173.4 MB moved once."""
+    assert bench_cca.forward_floor_ms((4, 512, 97, 97), 4, 3000) == pytest.approx(0.0578, abs=5e-5)
+    assert bench_cca.forward_floor_ms((4, 512, 97, 97), 2, 3000) == pytest.approx(0.0289, abs=5e-5)
 
 
 def calibrated_checkpoint(path, args):
