@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import fill_defaults, median_ms, peak_mb, print_table, rel_err, save_record, set_tf32  # noqa: E402
+from bench.common import (ERROR_COLUMNS, fill_defaults, median_ms, peak_mb, print_table, rel_err,  # noqa: E402
+                          save_record, set_tf32)
 from CC import criss_cross_attention  # noqa: E402
 from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross  # noqa: E402
 from utils.cli import ArgumentParser, positive_int, size_pair, str2bool  # noqa: E402
@@ -111,8 +112,7 @@ def main(args):
     print_table(header, rows, [("formulation", "formulation", ""), ("forward_ms", "fwd ms", ".3f"),
                            ("x_floor", "x floor", ".1f"), ("forward_backward_ms", "fwd+bwd ms", ".3f"),
                            ("x_best_public", "x best public", ".2f"), ("peak_mb", "peak MiB", ".1f"),
-                           ("rel_err_out", "err out", ".1e"), ("rel_err_grad_q", "err dq", ".1e"),
-                           ("rel_err_grad_k", "err dk", ".1e"), ("rel_err_grad_v", "err dv", ".1e")])
+                           *ERROR_COLUMNS])
     if args.json:
         save_record(args.json, device, {"shape": [B, C, H, W], "precision": precision, "repeat": args.repeat,
                                         "copy_bandwidth_gb_s": bandwidth, "forward_floor_ms": floor}, rows)

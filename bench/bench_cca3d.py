@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common  # noqa: E402
-from bench.common import (benchmark_device, interleaved_median_ms, peak_mb, print_table, rel_err,  # noqa: E402
+from bench.common import (ERROR_COLUMNS, benchmark_device, interleaved_median_ms, peak_mb, print_table, rel_err,  # noqa: E402
                           save_record)
 from CC import criss_cross_attention_3d  # noqa: E402
 from references import seed_criss_cross_3d, seed_criss_cross_3d1, seed_criss_cross_3d2  # noqa: E402
@@ -71,9 +71,7 @@ def main(args):
               f"attention at ({B}, {C}, {size[0]}, {size[1]}, {size[2]}), fp32, median of {args.repeat} rounds")
     print_table(header, rows, [("formulation", "formulation", ""), ("forward_ms", "fwd ms", ".1f"),
                                ("forward_backward_ms", "fwd+bwd ms", ".1f"), ("forward_peak_mb", "fwd MiB", ".1f"),
-                               ("peak_mb", "fwd+bwd MiB", ".1f"), ("rel_err_out", "err out", ".1e"),
-                               ("rel_err_grad_q", "err dq", ".1e"), ("rel_err_grad_k", "err dk", ".1e"),
-                               ("rel_err_grad_v", "err dv", ".1e")])
+                               ("peak_mb", "fwd+bwd MiB", ".1f"), *ERROR_COLUMNS])
     if args.json:
         save_record(args.json, device, {"shape": [B, C, *size], "precision": "fp32", "repeat": args.repeat,
                                         "warmup": args.warmup}, rows)
