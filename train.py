@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 import networks
 from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
+from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
 from utils.checkpoint import (load_model, load_state, read_state_dict, restore_state, rng_state, save_atomic,
                               save_state)
@@ -100,12 +101,14 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def epoch_order(sampler, batches_per_epoch, batch_size, start, stop):
-    """Dataset indices of this rank for iterations start..stop-1, `batch_size` per iteration.
+def epoch_order(sampler, batches_per_epoch, batch_size, start, stop, seed):
+    """(dataset index, augmentation seed) of this rank's samples for iterations start..stop-1,
+    `batch_size` per iteration.
 
-    Epoch e is the sampler's permutation for (seed, e) with its incomplete last batch dropped,
-    so the data order depends only on the iteration and a resumed run reads what an
-    uninterrupted one would.
+    Epoch e is the sampler's permutation for (seed, e) with its incomplete last batch dropped, and
+    a sample's augmentation seed is drawn from (seed, e, rank, its place in the epoch), so the data
+    and its augmentation depend only on the iteration: a resumed run reads what an uninterrupted one
+    would, however many loader workers read it (dataset.seeded.SeededAugmentation).
     """
     iteration = start
     while iteration < stop:
@@ -113,7 +116,9 @@ def epoch_order(sampler, batches_per_epoch, batch_size, start, stop):
         sampler.set_epoch(epoch)
         order = list(sampler)
         count = min(batches_per_epoch - offset, stop - iteration)
-        yield from order[offset * batch_size:(offset + count) * batch_size]
+        places = range(offset * batch_size, (offset + count) * batch_size)
+        seeds = np.random.SeedSequence([seed, epoch, sampler.rank]).generate_state(len(order))
+        yield from ((order[place], int(seeds[place])) for place in places)
         iteration += count
 
 
@@ -178,10 +183,10 @@ def build_data(info, args, runtime):
 def build_loader(dataset, sampler, batches_per_epoch, start, args, runtime):
     """A DataLoader over this rank's samples of iterations start..--num-steps, in epoch order."""
     batch_per_rank = args.batch_size // runtime.world_size
-    order = epoch_order(sampler, batches_per_epoch, batch_per_rank, start, args.num_steps)
+    order = epoch_order(sampler, batches_per_epoch, batch_per_rank, start, args.num_steps, args.random_seed)
     # A private generator for the workers' base seed keeps the global torch stream untouched.
     loader_seed = int(np.random.SeedSequence([args.random_seed, runtime.rank, start]).generate_state(1)[0])
-    return DataLoader(dataset, batch_size=batch_per_rank, sampler=order, num_workers=args.num_workers,
+    return DataLoader(SeededAugmentation(dataset), batch_size=batch_per_rank, sampler=order, num_workers=args.num_workers,
                       pin_memory=runtime.device.type == "cuda", drop_last=True,
                       generator=torch.Generator().manual_seed(loader_seed))
 

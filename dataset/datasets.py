@@ -11,8 +11,8 @@ in the seed's VOC lists, and with ``id_paths`` a line may hold a bare id instead
 
 Training augmentation: random scale 0.7 to 2.0 in steps of 0.1 (the official CCNet loader's
 draw reaches 2.1), padding to the crop size (image with 0 after mean subtraction, label with ignore), a random
-crop and a random horizontal mirror. Random draws use Python's ``random``, which the
-DataLoader seeds differently in every worker.
+crop and a random horizontal mirror. Random draws use Python's ``random``; train.py seeds it for
+each sample (dataset.seeded), so that a sample's augmentation does not depend on the loader worker.
 """
 import math
 import os

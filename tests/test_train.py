@@ -197,10 +197,11 @@ def test_seed_launcher_trains_recurrence_0_over_two_processes(small_data, tmp_pa
 
 
 def test_killed_run_resumed_matches_uninterrupted_run(data, tmp_path):
-    """6 images, batch 2: the state saved after iteration 2 lies inside epoch 0 (3 batches)."""
+    """6 images, batch 2: the state saved after iteration 2 lies inside epoch 0 (3 batches). Two loader
+    workers: the resumed run's workers start afresh, yet must augment each sample as before."""
     def flags(out):
         return train_flags(data, out, "--num-steps", "3", "--save-pred-every", "2", "--ohem", "1",
-                           "--ohem-keep", "100", "--random-mirror", "--random-scale")
+                           "--ohem-keep", "100", "--random-mirror", "--random-scale", "--num-workers", "2")
 
     full = run([sys.executable, "train.py", *flags(tmp_path / "full")])
     assert full.returncode == 0, full.stderr
@@ -254,14 +255,14 @@ def test_non_finite_weights_stop_training_before_any_snapshot(data, tmp_path, mo
 
 def test_resume_does_not_read_restore_from_and_names_each_changed_flag(short_run, data, tmp_path, capsys):
     """--num-steps and --learning-rate change the schedule: each is named on a line of its own; where
-    files go (--snapshot-dir, --print-frequency) and what a resumed run does not read (--restore-from)
-    are not."""
+    files go (--snapshot-dir, --print-frequency), how many workers load the data (--num-workers) and
+    what a resumed run does not read (--restore-from) are not."""
     out, _ = short_run
     state = out / "last.pth"
     args = train.get_args_parser().parse_args(train_flags(
         data, tmp_path, "--num-steps", "9", "--save-pred-every", "9", "--resume", str(state),
         "--restore-from", "/no/such/weights.pth", "--learning-rate", "0.02", "--print-frequency", "5",
-        "--ohem", "1", "--ohem-keep", "100"))
+        "--ohem", "1", "--ohem-keep", "100", "--num-workers", "1"))
     train.main(args)
     assert load(tmp_path / "last.pth")["iteration"] == 9
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("--resume")]

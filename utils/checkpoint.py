@@ -26,10 +26,11 @@ STATE_KEYS = ("model", "optimizer", "scaler", "iteration", "rng", "args")
 # Flags that decide the model (its tensors or its forward): --resume refuses a change of any of them.
 MODEL_FLAGS = ["model", "num_classes", "recurrence", "norm"]
 # Flags that never change a resumed run's arithmetic: where files go, what is logged, the launcher's
-# local rank, and the flags a resumed run does not read (--restore-from, --not-restore-last, --start-iters).
+# local rank, how many processes load the data (each sample carries its augmentation seed), and the
+# flags a resumed run does not read (--restore-from, --not-restore-last, --start-iters).
 # A change of any other flag is allowed and reported.
 UNTRACKED_FLAGS = ["resume", "snapshot_dir", "log_dir", "print_frequency", "save_pred_every", "save_num_images",
-                   "local_rank", "restore_from", "not_restore_last", "start_iters"]
+                   "local_rank", "num_workers", "restore_from", "not_restore_last", "start_iters"]
 
 
 def read_checkpoint(path):
