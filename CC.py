@@ -43,7 +43,10 @@ def _row_bmm(x, y):
 
 def _join(row_part, col_part, like):
     """row_part (B, H, C, W) + col_part (B, W, C, H) -> (B, C, H, W) in like's memory format."""
-    return torch.add(row_part.transpose(1, 2), col_part.permute(0, 2, 3, 1), out=torch.empty_like(like))
+    rows, cols = row_part.transpose(1, 2), col_part.permute(0, 2, 3, 1)
+    if torch.compiler.is_compiling():  # no out= while traced: see _attention
+        return torch.empty_like(like).copy_(rows).add_(cols)
+    return torch.add(rows, cols, out=torch.empty_like(like))
 
 
 def _stat_dtype(dtype):
@@ -67,6 +70,14 @@ def _attention(q_rows, k_rows, q_cols, k_cols):
     a_col[..., diagonal, diagonal] = float("-inf")  # an index_put, which the ONNX exporter converts
     # The row part always holds (i, j) itself, so every maximum is finite.
     peak = torch.maximum(a_row.amax(-1), a_col.amax(-1).mT)  # (B, H, W)
+    if torch.compiler.is_compiling():
+        # Out of place while traced: the compiler fuses these passes into one kernel anyway, and
+        # torch 2.11 traces the Function's forward with autograd on, which rejects out= and in-place
+        # changes of what a backward saves (torch 2.13 traces either form).
+        a_row = (a_row - peak.unsqueeze(-1)).exp()
+        a_col = (a_col - peak.mT.unsqueeze(-1)).exp()
+        total = a_row.sum(-1) + a_col.sum(-1).mT  # (B, H, W)
+        return (a_row / total.unsqueeze(-1)).to(dtype), (a_col / total.mT.unsqueeze(-1)).to(dtype)
     a_row.sub_(peak.unsqueeze(-1)).exp_()
     a_col.sub_(peak.mT.unsqueeze(-1)).exp_()
     total = a_row.sum(-1) + a_col.sum(-1).mT  # (B, H, W)
