@@ -31,9 +31,9 @@ import networks
 from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from networks.from_checkpoint import build_from_checkpoint
-from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, label_value, size_pair, str2bool
+from utils.cli import ArgumentParser, UserError, exit_on_user_error, label_value, str2bool
 from utils.data_parallel import AutocastDataParallel
-from utils.inference import predict
+from utils.inference import add_inference_arguments, predict
 from utils.metrics import ConfusionMatrix
 from utils.runtime import add_launcher_arguments, add_speed_arguments, autocast, memory_format, setup, teardown
 
@@ -68,9 +68,6 @@ def get_args_parser():
     parser.add_argument("--gpu", type=str, default=None,
                         help="CUDA device ids, e.g. 0 or 0,1 (default: cuda:0 when present, else the CPU)")
     parser.add_argument("--recurrence", type=int, default=1, help="criss-cross attention passes")
-    parser.add_argument("--input-size", type=size_pair, default=None,
-                        help="sliding-window tile as HEIGHT,WIDTH (default: the dataset's crop size, 769,769 "
-                             "for cityscapes)")
     parser.add_argument("--num-workers", type=int, default=8, help="data-loading processes")
     parser.add_argument("--whole", type=whole_flag, nargs="?", const=True, default=False,
                         help="predict each image in one pass instead of by sliding window")
@@ -78,10 +75,7 @@ def get_args_parser():
     parser.add_argument("--norm", choices=networks.NORMS, default=None,
                         help="normalization layout: syncbn (the seed's) or inplace-abn (the official CCNet's); "
                              "default: told by the checkpoint's classifier keys")
-    parser.add_argument("--scales", type=float_list, default=[1.0],
-                        help="comma-separated image scales whose probabilities are averaged, e.g. 0.75,1.0,1.25")
-    parser.add_argument("--flip", type=str2bool, nargs="?", const=True, default=False,
-                        help="also predict the mirrored images and average")
+    add_inference_arguments(parser, "the dataset's crop size, 769,769 for cityscapes")
     parser.add_argument("--save-pred", action=argparse.BooleanOptionalAction, default=True,
                         help="write the predicted PNGs")
     add_speed_arguments(parser)

@@ -20,7 +20,6 @@ the checkpoint where it holds them (networks/from_checkpoint.py), from --model, 
 --recurrence otherwise. An input that cannot be read is named in one line and skipped; the exit
 status is then 1 once every other input is written.
 """
-import argparse
 import os
 import sys
 import time
@@ -35,8 +34,8 @@ from dataset.registry import add_dataset_argument, get_dataset
 from dataset.datasets import IMG_MEAN, normalize, read_image
 from networks.attention_maps import attention_maps, attention_modules, recorded_attention
 from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint
-from utils.cli import ArgumentParser, UserError, exit_on_user_error, float_list, size_pair, str2bool
-from utils.inference import predict
+from utils.cli import ArgumentParser, UserError, exit_on_user_error, point, unit_interval
+from utils.inference import add_inference_arguments, predict
 from utils.palette import color_label, palette_image
 from utils.runtime import add_speed_arguments, autocast, memory_format, parse_device
 from utils.visualize import attention_figure, blend
@@ -51,28 +50,6 @@ class Unreadable(Exception):
     """An input file that cannot be decoded; it is skipped."""
 
 
-def point(text):
-    """'Y,X' -> (Y, X), pixel coordinates (row, column) in the input image."""
-    try:
-        y, x = (int(p) for p in text.split(","))
-    except ValueError:
-        y = x = -1
-    if min(y, x) < 0:
-        raise argparse.ArgumentTypeError(f"expected Y,X with non-negative integers, got {text!r}")
-    return y, x
-
-
-def unit_interval(text):
-    """A float in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
 def get_args_parser():
     parser = ArgumentParser(description="Segment images, folders and videos with a trained CCNet", allow_abbrev=False)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")
@@ -81,11 +58,7 @@ def get_args_parser():
     parser.add_argument("--data-dir", default=None,
                         help="with --dataset folder: the dataset folder whose classes file names the colours")
     parser.add_argument("--output", default="predictions", help="folder for the outputs (created if needed)")
-    parser.add_argument("--input-size", type=size_pair, default=None,
-                        help="sliding-window tile as HEIGHT,WIDTH (default: each image whole)")
-    parser.add_argument("--scales", type=float_list, default=[1.0], help="comma-separated scales averaged, e.g. 0.75,1,1.25")
-    parser.add_argument("--flip", type=str2bool, nargs="?", const=True, default=False,
-                        help="also predict the mirrored image and average")
+    add_inference_arguments(parser, "each image whole")
     add_speed_arguments(parser)
     parser.add_argument("--device", type=str, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     parser.add_argument("--alpha", type=unit_interval, default=0.5, help="weight of the colours in the overlay")

@@ -83,6 +83,28 @@ def float_list(text):
     return values
 
 
+def point(text):
+    """'Y,X' -> (Y, X), pixel coordinates (row, column) in an image, both non-negative."""
+    try:
+        y, x = (int(p) for p in text.split(","))
+    except ValueError:
+        y = x = -1
+    if min(y, x) < 0:
+        raise argparse.ArgumentTypeError(f"expected Y,X with non-negative integers, got {text!r}")
+    return y, x
+
+
+def unit_interval(text):
+    """A float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
 def _bounded_int(text, low, high, expected):
     """int(text) if it lies in [low, high] (high None: no upper bound), else an argparse error."""
     try:

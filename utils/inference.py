@@ -6,6 +6,18 @@ the device of the images, a batch of images at a time; logits and probabilities 
 """
 import torch.nn.functional as F
 
+from utils.cli import float_list, size_pair, str2bool
+
+
+def add_inference_arguments(parser, tile_default):
+    """--input-size (the sliding-window tile; tile_default says what None means), --scales and --flip."""
+    parser.add_argument("--input-size", type=size_pair, default=None,
+                        help=f"sliding-window tile as HEIGHT,WIDTH (default: {tile_default})")
+    parser.add_argument("--scales", type=float_list, default=[1.0],
+                        help="comma-separated image scales whose probabilities are averaged, e.g. 0.75,1.0,1.25")
+    parser.add_argument("--flip", type=str2bool, nargs="?", const=True, default=False,
+                        help="also predict the mirrored images and average")
+
 
 def predict_whole(model, images):
     """Float32 logits (N, K, H, W) from one pass of images (N, 3, H, W), upsampled bilinearly to (H, W).
