@@ -289,7 +289,7 @@ def train(args, runtime):
     optimizer, scaler = build_optimizer(args, net, runtime.device)
     start = args.start_iters
     if args.resume:
-        state = load_state(args.resume, args, report=runtime.is_main)
+        state = load_state(args.resume, args, vars(get_args_parser().parse_args([])), report=runtime.is_main)
         start = restore_state(state, net, optimizer, scaler, runtime.rank)
         if start >= args.num_steps:
             raise UserError(f"--resume {args.resume} already ran {start} of --num-steps {args.num_steps} iterations")

@@ -14,7 +14,7 @@ import torch
 
 import train
 from dataset.synthetic import make_synthetic_cityscapes
-from utils.checkpoint import read_state_dict
+from utils.checkpoint import changed_flags, read_state_dict
 from utils.cli import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -292,6 +292,30 @@ def test_resume_from_another_model_is_a_user_error_naming_it(short_run, data, tm
         data, tmp_path, "--num-steps", "9", "--resume", str(out / "last.pth"), *flags))
     with pytest.raises(UserError, match=re.escape(f"--resume {out / 'last.pth'}: written for another model, "
                                                   f"with {expected}")):
+        train.main(args)
+    assert not list(tmp_path.glob("*.pth"))
+
+
+def test_a_flag_the_stored_run_lacks_is_compared_with_its_default(data, tmp_path):
+    """A state written before --norm, --amp and --memory-efficient existed: its run had their defaults."""
+    args = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--norm", "inplace-abn", "--amp"))
+    stored = {k: v for k, v in vars(args).items() if k not in ("norm", "amp", "memory_efficient")}
+    model, other = changed_flags(stored, args, vars(train.get_args_parser().parse_args([])))
+    assert model == ["--norm syncbn (now inplace-abn)"]
+    assert other == ["--amp False (now True)"]
+
+
+def test_resume_of_a_state_from_before_norm_with_inplace_abn_is_a_user_error(short_run, data, tmp_path):
+    out, _ = short_run
+    state = torch.load(out / "last.pth", weights_only=False)
+    del state["args"]["norm"]
+    old = tmp_path / "old" / "last.pth"
+    old.parent.mkdir()
+    torch.save(state, old)
+    args = train.get_args_parser().parse_args(train_flags(
+        data, tmp_path, "--num-steps", "9", "--resume", str(old), "--norm", "inplace-abn"))
+    with pytest.raises(UserError, match=re.escape(f"--resume {old}: written for another model, "
+                                                  "with --norm syncbn (now inplace-abn)")):
         train.main(args)
     assert not list(tmp_path.glob("*.pth"))
 

@@ -153,22 +153,26 @@ def save_state(path, model, optimizer, scaler, iteration, rng_states, args):
     }, path)
 
 
-def changed_flags(stored, args):
+def changed_flags(stored, args, defaults):
     """The flags of `args` that differ from `stored` (the vars() of the run that wrote a training
     state) as (model flags, other flags), each a list of '--name STORED (now NOW)'.
 
-    UNTRACKED_FLAGS are left out, and so are flags the stored run did not have (added since).
+    UNTRACKED_FLAGS are left out. A flag the stored run did not have (added since) is compared with
+    its value in `defaults` (a dict of the parser's defaults): runs from before a flag behaved as its
+    default does.
     """
     model, other = [], []
     for name, value in vars(args).items():
-        if name in UNTRACKED_FLAGS or name not in stored or stored[name] == value:
+        before = stored.get(name, defaults.get(name))
+        if name in UNTRACKED_FLAGS or before == value:
             continue
-        (model if name in MODEL_FLAGS else other).append(f"--{name.replace('_', '-')} {stored[name]} (now {value})")
+        (model if name in MODEL_FLAGS else other).append(f"--{name.replace('_', '-')} {before} (now {value})")
     return model, other
 
 
-def load_state(path, args, report=True):
-    """Read a state written by save_state() for a run with the flags `args`.
+def load_state(path, args, defaults, report=True):
+    """Read a state written by save_state() for a run with the flags `args` (`defaults`: the parser's
+    defaults, see changed_flags).
 
     A missing, unreadable or foreign file, or one written for another model (MODEL_FLAGS), is a
     UserError naming each differing flag; every other changed flag is printed on a line of its
@@ -179,7 +183,7 @@ def load_state(path, args, report=True):
             or not isinstance(state["args"], dict)):
         raise UserError(f"--resume {path}: not a training state written by train.py "
                         "(use --restore-from for model weights)")
-    model, other = changed_flags(state["args"], args)
+    model, other = changed_flags(state["args"], args, defaults)
     if model:
         raise UserError(f"--resume {path}: written for another model, with {', '.join(model)}")
     for change in other if report else ():
