@@ -88,8 +88,10 @@ def train_flags(data, snapshot_dir, *extra):
 
 
 def cpu_env():
-    """This environment with the repository importable and CUDA hidden (gloo, CPU arithmetic)."""
-    return dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    """This environment with the repository importable (before any PYTHONPATH already set, where
+    packages may be installed) and CUDA hidden (gloo, CPU arithmetic)."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, CUDA_VISIBLE_DEVICES="")
 
 
 def run(args, **kwargs):
