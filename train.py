@@ -186,8 +186,8 @@ def build_loader(dataset, sampler, batches_per_epoch, start, args, runtime):
     order = epoch_order(sampler, batches_per_epoch, batch_per_rank, start, args.num_steps, args.random_seed)
     # A private generator for the workers' base seed keeps the global torch stream untouched.
     loader_seed = int(np.random.SeedSequence([args.random_seed, runtime.rank, start]).generate_state(1)[0])
-    return DataLoader(SeededAugmentation(dataset), batch_size=batch_per_rank, sampler=order, num_workers=args.num_workers,
-                      pin_memory=runtime.device.type == "cuda", drop_last=True,
+    return DataLoader(SeededAugmentation(dataset), batch_size=batch_per_rank, sampler=order,
+                      num_workers=args.num_workers, pin_memory=runtime.device.type == "cuda", drop_last=True,
                       generator=torch.Generator().manual_seed(loader_seed))
 
 
