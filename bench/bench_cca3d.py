@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common  # noqa: E402
-from bench.common import (ERROR_COLUMNS, benchmark_device, interleaved_median_ms, peak_mb, print_table, rel_err,  # noqa: E402
-                          save_record)
+from bench.common import (ERROR_COLUMNS, benchmark_device, interleaved_median_ms, peak_mb,  # noqa: E402
+                          print_table, rel_err, save_record)
 from CC import criss_cross_attention_3d  # noqa: E402
 from references import seed_criss_cross_3d, seed_criss_cross_3d1, seed_criss_cross_3d2  # noqa: E402
 from utils.cli import ArgumentParser, exit_on_user_error, positive_int, size_triple  # noqa: E402
