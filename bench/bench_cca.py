@@ -2,16 +2,17 @@
 
     python bench/bench_cca.py                      # CPU at (2, 512, 65, 65)
     python bench/bench_cca.py --device cuda        # GPU at (4, 512, 97, 97), strict fp32 (TF32 off)
-    python bench/bench_cca.py --device cuda --amp  # the same under bf16 autocast
+    python bench/bench_cca.py --device cuda --amp  # bf16 inputs under bf16 autocast, as in a model under --amp
 
 Formulations: ours (CC.py), ours under torch.compile (on the GPU by default), and those of
 references/: the seed's bmm/permute one, the einsum one of mmcv >= 1.3.13, and the CUDA reference
 where it can be built. Query and key have C // 8 channels, as in CCNet.
 
 The forward's memory-bandwidth floor is the time to read query, key and value once and write the
-output once, in the compute dtype (float32, or bfloat16 under --amp), at the bandwidth of a large
+output once, in the inputs' dtype (float32, or bfloat16 under --amp), at the bandwidth of a large
 device-to-device copy measured in the same run. "x best public" is the fastest of the seed's and the
-einsum formulation's forward + backward time over the row's.
+einsum formulation's forward + backward time over the row's. The formulations are timed in
+interleaved rounds, so that a change of the machine's load hits them alike.
 """
 import datetime
 import sys
@@ -21,8 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (ERROR_COLUMNS, fill_defaults, median_ms, peak_mb, print_table, rel_err,  # noqa: E402
-                          save_record, set_tf32)
+from bench.common import (ERROR_COLUMNS, fill_defaults, interleaved_median_ms, median_ms, peak_mb,  # noqa: E402
+                          print_table, rel_err, save_record, set_tf32)
 from CC import criss_cross_attention  # noqa: E402
 from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross  # noqa: E402
 from utils.cli import ArgumentParser, positive_int, size_pair, str2bool  # noqa: E402
@@ -52,16 +53,19 @@ def main(args):
     set_tf32(device, False)
     B, C = args.batch, args.channels
     H, W = args.size
+    dtype = torch.bfloat16 if args.amp else torch.float32
     g = torch.Generator().manual_seed(0)
-    inputs64 = [torch.randn(B, c, H, W, generator=g, dtype=torch.float64) for c in (C // 8, C // 8, C)]
-    grad64 = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    # Drawn in float64 and rounded to the inputs' dtype, so the errors are the formulations' own.
+    inputs64 = [torch.randn(B, c, H, W, generator=g, dtype=torch.float64).to(dtype).double()
+                for c in (C // 8, C // 8, C)]
+    grad64 = torch.randn(B, C, H, W, generator=g, dtype=torch.float64).to(dtype).double()
     truth_inputs = [x.to(device).requires_grad_() for x in inputs64]
     truth_out = criss_cross_attention(*truth_inputs)
     truth = [truth_out] + list(torch.autograd.grad(truth_out, truth_inputs, grad64.to(device)))
     del truth_inputs, truth_out
 
-    inputs = [x.float().to(device).requires_grad_() for x in inputs64]
-    grad_out = grad64.float().to(device)
+    inputs = [x.to(device, dtype).requires_grad_() for x in inputs64]
+    grad_out = grad64.to(device, dtype)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext()
 
     formulations = {"ours (CC.py)": criss_cross_attention}
@@ -74,33 +78,37 @@ def main(args):
     elif device.type == "cuda":
         print(f"CUDA reference unavailable: {reason}")
 
-    rows = []
-    for name, fn in formulations.items():
-        measurable = device.type == "cuda" or name != COMPILED  # the CPU probe misses compiled kernels
-
-        def forward():
+    def forward(fn):
+        def run():
             with torch.no_grad(), autocast:
                 return fn(*inputs)
+        return run
 
-        def forward_backward():
+    def forward_backward(fn):
+        def run():
             with autocast:
                 out = fn(*inputs)
             return torch.autograd.grad(out, inputs, grad_out.to(out.dtype))
+        return run
 
+    rows = []
+    for name, fn in formulations.items():
+        measurable = device.type == "cuda" or name != COMPILED  # the CPU probe misses compiled kernels
         with autocast:
             out = fn(*inputs)
         results = [out] + list(torch.autograd.grad(out, inputs, grad_out.to(out.dtype)))
         errors = [rel_err(r, t) for r, t in zip(results, truth)]
         del out, results
-        rows.append({"formulation": name,
-                     "forward_ms": median_ms(forward, device, args.repeat),
-                     "forward_backward_ms": median_ms(forward_backward, device, args.repeat),
-                     "peak_mb": peak_mb(forward_backward, device) if measurable else None,
+        rows.append({"formulation": name, "peak_mb": peak_mb(forward_backward(fn), device) if measurable else None,
                      "rel_err_out": errors[0], "rel_err_grad_q": errors[1],
                      "rel_err_grad_k": errors[2], "rel_err_grad_v": errors[3]})
+    for key, make in (("forward_ms", forward), ("forward_backward_ms", forward_backward)):
+        times = interleaved_median_ms([make(fn) for fn in formulations.values()], device, args.repeat, warmup=2)
+        for r, ms in zip(rows, times):
+            r[key] = ms
 
     bandwidth = copy_bandwidth_gb_s(device, args.repeat)
-    floor = forward_floor_ms((B, C, H, W), 2 if args.amp else 4, bandwidth)
+    floor = forward_floor_ms((B, C, H, W), inputs[0].element_size(), bandwidth)
     best_public = min(r["forward_backward_ms"] for r in rows if r["formulation"] in PUBLIC)
     for r in rows:
         r["x_floor"] = r["forward_ms"] / floor

@@ -19,12 +19,12 @@ identical runs part on this device: cuDNN autotuning and atomic adds are not det
 one killed with SIGKILL after its snapshot at 50 and resumed from last.pth. train.py needs
 tensorboardX: where it is missing and nothing can be downloaded, install its wheel first.
 """
-import argparse
 import datetime
 import importlib.util
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,15 +34,27 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from utils.cli import ArgumentParser, positive_int  # noqa: E402
+
 PYTHON = sys.executable
 STEPS, SAVE_EVERY = 100, 50
+
+
+def _kill_group(proc):
+    """SIGKILL the process group that proc leads (proc and its children), then reap proc."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 class Part:
     """Runs a part's commands under one deadline; logs their output and keeps DIR/<part>.json current."""
 
-    def __init__(self, name, out, deadline_s, device):
-        self.out = out
+    def __init__(self, name, out, deadline_s, device, env=None):
+        self.out, self.env = out, env
         self.log_path = out / f"{name}.log"
         self.json_path = out / f"{name}.json"
         self.deadline = time.monotonic() + deadline_s
@@ -66,24 +78,29 @@ class Part:
         if left < 1:
             entry["returncode"] = "not run: past the deadline"
             return self._done(entry)
+        if stop_when is not None and stop_when.exists():
+            entry["returncode"] = f"not run: {stop_when} exists before the start"
+            return self._done(entry)
         start = time.monotonic()
         with open(self.log_path, "a") as log:
             log.write(f"\n$ {entry['command']}\n")
             log.flush()
             proc = subprocess.Popen([str(a) for a in argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            entry["returncode"] = self._wait(proc, start + left, stop_when)
+                                    env=self.env, start_new_session=True)
+            try:
+                entry["returncode"] = self._wait(proc, start + left, stop_when)
+            finally:  # also on Ctrl-C or SIGTERM; and a loader worker left behind is stopped too
+                _kill_group(proc)
         entry["seconds"] = round(time.monotonic() - start, 1)
         return self._done(entry)
 
     @staticmethod
     def _wait(proc, end, stop_when):
-        """The exit status of proc, 'killed as planned' or 'timed out' (its whole process group killed)."""
+        """The exit status of proc, 'killed as planned' or 'timed out'."""
         while proc.poll() is None:
             planned = stop_when is not None and stop_when.exists()
             if planned or time.monotonic() > end:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _kill_group(proc)
                 return "killed as planned" if planned else "timed out"
             time.sleep(0.02)
         return proc.returncode
@@ -139,6 +156,7 @@ def run(part, args):
         part.find("error", "tensorboardX is not installed: train.py cannot run")
         return
     work = args.out / "work"
+    shutil.rmtree(work, ignore_errors=True)  # snapshots of an earlier call must not be compared
     data = work / "data"
     size = ["--height", "64", "--width", "128"] if args.small else ["--height", "256", "--width", "512"]
     part.run("data", [PYTHON, "-m", "dataset.synthetic", "--out", data, "--num-train", "30", "--num-val", "10",
@@ -171,13 +189,15 @@ def run(part, args):
 
         if part.run(f"evaluate_{precision}", [PYTHON, "evaluate.py", "--data-dir", data, "--data-list",
                                               data / "list/val.lst", "--restore-from", runs["full"] / final,
-                                              "--whole", "true", "--batch-size", "1", "--num-workers", "2",
+                                              "--model", "ccnet", "--recurrence", "2", "--whole", "true",
+                                              "--batch-size", "1", "--num-workers", "2",
                                               "--Output", f"{work / precision}_outputs/", *extra]):
             part.find(f"evaluate_{precision}", json.loads((runs["full"] / "result.txt").read_text()))
 
     part.run("torchrun_1_process", [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
                                     "train.py", *train_args(work / "torchrun", steps=4, every=4)])
-    part.run("agreement", [PYTHON, "bench/bench_eval.py", "--agreement", "--device", args.device, "--restore-from",
+    part.run("agreement", [PYTHON, "bench/bench_eval.py", "--agreement", "--device", args.device.split(":")[0],
+                           "--restore-from",
                            work / "fp32_full" / final, "--data-dir", data, "--json", args.out / "agreement.json"])
 
 
@@ -185,19 +205,29 @@ PARTS = {"op": op, "tests": tests, "model": model, "run": run}
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=PARTS, required=True, help="which measurements to take")
     parser.add_argument("--out", type=Path, required=True, help="folder for the logs and JSON records")
-    parser.add_argument("--device", default="cuda", help="cuda[:N], or cpu with --small for a rehearsal")
+    parser.add_argument("--device", default="cuda",
+                        help="cuda[:N], or cpu with --small for a rehearsal (the run part hides the other GPUs)")
     parser.add_argument("--small", action="store_true", help="tiny sizes and few repeats: checks the suite itself")
     parser.add_argument("--tests", default="tests", help="pytest arguments of the tests part")
-    parser.add_argument("--deadline", type=float, default=570, help="seconds after which no command runs on")
+    parser.add_argument("--deadline", type=positive_int, default=570, help="seconds after which no command runs on")
     return parser
+
+
+def visible_devices_env(device):
+    """The environment in which train.py, evaluate.py and torchrun see only --device's GPU (none for cpu)."""
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and not index:
+        return None
+    return dict(os.environ, CUDA_VISIBLE_DEVICES=index if kind == "cuda" else "")
 
 
 def main(args):
     args.out.mkdir(parents=True, exist_ok=True)
-    part = Part(args.part, args.out, args.deadline, args.device)
+    env = visible_devices_env(args.device) if args.part == "run" else None
+    part = Part(args.part, args.out, args.deadline, args.device, env)
     part.save()
     PARTS[args.part](part, args)
     failed = [c["name"] for c in part.record["commands"] if c["returncode"] not in (0, "killed as planned")]

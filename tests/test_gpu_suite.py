@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import gpu_suite
-from bench.gpu_suite import Part, compare_snapshots
+from bench.gpu_suite import Part, compare_snapshots, visible_devices_env
 
 
 def python(code):
@@ -42,6 +42,14 @@ def test_a_command_is_killed_once_the_awaited_file_appears(tmp_path):
                     stop_when=flag)
     assert time.monotonic() - start < 30
     assert part.record["commands"][0]["returncode"] == "killed as planned"
+    assert not part.run("stale", python("pass"), stop_when=flag)  # left by an earlier command: not awaited
+    assert part.record["commands"][1]["returncode"].startswith("not run")
+
+
+@pytest.mark.parametrize("device, visible", [("cuda", None), ("cuda:1", "1"), ("cpu", "")])
+def test_the_run_part_shows_its_commands_only_the_device_asked_for(device, visible):
+    env = visible_devices_env(device)
+    assert (env if env is None else env["CUDA_VISIBLE_DEVICES"]) == visible
 
 
 def test_the_deadline_kills_a_command_with_its_children_and_skips_the_next(tmp_path):
