@@ -104,9 +104,9 @@ def rel_err(result, truth):
     return ((result.double() - truth).norm() / truth.norm()).item()
 
 
+# print_table columns of an attention op's errors vs float64: the output and the q, k, v gradients.
 ERROR_COLUMNS = [("rel_err_out", "err out", ".1e"), ("rel_err_grad_q", "err dq", ".1e"),
                  ("rel_err_grad_k", "err dk", ".1e"), ("rel_err_grad_v", "err dv", ".1e")]
-"""print_table columns of an attention op's errors vs float64: output and query/key/value gradients."""
 
 
 def set_tf32(device, enabled):

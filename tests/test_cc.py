@@ -256,3 +256,13 @@ def test_torch_compile_matches_eager():
     out.sum().backward()
     out_eager.sum().backward()
     torch.testing.assert_close(x.grad, x_eager.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_compile_of_the_op_without_grad_matches_eager():
+    """The chunked no-grad forward, compiled as bench_cca.py's forward row compiles it."""
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, c, 7, 9, generator=g) for c in (4, 4, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(criss_cross_attention)(q, k, v), criss_cross_attention(q, k, v),
+                                   rtol=1e-5, atol=1e-5)
