@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from bench.common import median_ms
+from bench.common import float64_truth, median_ms
 from CC import criss_cross_attention, criss_cross_attention_3d
 from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross_3d
 from utils.cli import ArgumentParser, exit_on_user_error
@@ -35,13 +35,6 @@ def constant_check(fn, device, size=(10, 10)):
     out = fn(query, key, value)
     out.sum().backward()
     return out.detach(), value.grad
-
-
-def float64_truth(reference, inputs64, grad64):
-    """[output, d/dquery, d/dkey, d/dvalue] of the reference formulation in float64 on the CPU."""
-    inputs = [x.clone().requires_grad_() for x in inputs64]
-    out = reference(*inputs)
-    return [out.detach()] + list(torch.autograd.grad(out, inputs, grad64))
 
 
 def random_inputs(size, seed=0):

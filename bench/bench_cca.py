@@ -16,14 +16,13 @@ interleaved rounds, so that a change of the machine's load hits them alike.
 """
 import datetime
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (ERROR_COLUMNS, fill_defaults, interleaved_median_ms, median_ms, peak_mb,  # noqa: E402
-                          print_table, rel_err, save_record, set_tf32)
+from bench.common import (ERROR_COLUMNS, attention_rows, fill_defaults, median_ms, print_table,  # noqa: E402
+                          save_record, set_tf32)
 from CC import criss_cross_attention  # noqa: E402
 from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross  # noqa: E402
 from utils.cli import ArgumentParser, positive_int, size_pair, str2bool  # noqa: E402
@@ -59,14 +58,6 @@ def main(args):
     inputs64 = [torch.randn(B, c, H, W, generator=g, dtype=torch.float64).to(dtype).double()
                 for c in (C // 8, C // 8, C)]
     grad64 = torch.randn(B, C, H, W, generator=g, dtype=torch.float64).to(dtype).double()
-    truth_inputs = [x.to(device).requires_grad_() for x in inputs64]
-    truth_out = criss_cross_attention(*truth_inputs)
-    truth = [truth_out] + list(torch.autograd.grad(truth_out, truth_inputs, grad64.to(device)))
-    del truth_inputs, truth_out
-
-    inputs = [x.to(device, dtype).requires_grad_() for x in inputs64]
-    grad_out = grad64.to(device, dtype)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext()
 
     formulations = {"ours (CC.py)": criss_cross_attention}
     if args.compile:
@@ -78,37 +69,14 @@ def main(args):
     elif device.type == "cuda":
         print(f"CUDA reference unavailable: {reason}")
 
-    def forward(fn):
-        def run():
-            with torch.no_grad(), autocast:
-                return fn(*inputs)
-        return run
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
 
-    def forward_backward(fn):
-        def run():
-            with autocast:
-                out = fn(*inputs)
-            return torch.autograd.grad(out, inputs, grad_out.to(out.dtype))
-        return run
-
-    rows = []
-    for name, fn in formulations.items():
-        measurable = device.type == "cuda" or name != COMPILED  # the CPU probe misses compiled kernels
-        with autocast:
-            out = fn(*inputs)
-        results = [out] + list(torch.autograd.grad(out, inputs, grad_out.to(out.dtype)))
-        errors = [rel_err(r, t) for r, t in zip(results, truth)]
-        del out, results
-        rows.append({"formulation": name, "peak_mb": peak_mb(forward_backward(fn), device) if measurable else None,
-                     "rel_err_out": errors[0], "rel_err_grad_q": errors[1],
-                     "rel_err_grad_k": errors[2], "rel_err_grad_v": errors[3]})
-    for key, make in (("forward_ms", forward), ("forward_backward_ms", forward_backward)):
-        times = interleaved_median_ms([make(fn) for fn in formulations.values()], device, args.repeat, warmup=2)
-        for r, ms in zip(rows, times):
-            r[key] = ms
+    rows = attention_rows(formulations, criss_cross_attention, inputs64, grad64, device, args.repeat, warmup=2,
+                          dtype=dtype, autocast=autocast, unmeasured=() if device.type == "cuda" else (COMPILED,))
 
     bandwidth = copy_bandwidth_gb_s(device, args.repeat)
-    floor = forward_floor_ms((B, C, H, W), inputs[0].element_size(), bandwidth)
+    floor = forward_floor_ms((B, C, H, W), dtype.itemsize, bandwidth)
     best_public = min(r["forward_backward_ms"] for r in rows if r["formulation"] in PUBLIC)
     for r in rows:
         r["x_floor"] = r["forward_ms"] / floor

@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common  # noqa: E402
-from bench.common import (ERROR_COLUMNS, benchmark_device, interleaved_median_ms, peak_mb,  # noqa: E402
-                          print_table, rel_err, save_record)
+from bench.common import (ERROR_COLUMNS, attention_rows, benchmark_device, print_table,  # noqa: E402
+                          save_record)
 from CC import criss_cross_attention_3d  # noqa: E402
 from references import seed_criss_cross_3d, seed_criss_cross_3d1, seed_criss_cross_3d2  # noqa: E402
 from utils.cli import ArgumentParser, exit_on_user_error, positive_int, size_triple  # noqa: E402
@@ -28,44 +28,13 @@ FORMULATIONS = {"ours (CC3D.py)": criss_cross_attention_3d, "seed CrissCrossAtte
                 "seed CrissCrossAttention3D1": seed_criss_cross_3d1, "seed CrissCrossAttention3D2": seed_criss_cross_3d2}
 
 
-def float64_truth(inputs64, grad64, device):
-    """[output, d/dquery, d/dkey, d/dvalue] of ours in float64 (tests/test_cc3d.py checks it against a loop)."""
-    inputs = [x.to(device).requires_grad_() for x in inputs64]
-    out = criss_cross_attention_3d(*inputs)
-    return [out.detach()] + list(torch.autograd.grad(out, inputs, grad64.to(device)))
-
-
 def main(args):
     device = benchmark_device(args)
     B, C, size = args.batch, args.channels, args.size
     g = torch.Generator().manual_seed(0)
     inputs64 = [torch.randn(B, c, *size, generator=g, dtype=torch.float64) for c in (C // 8, C // 8, C)]
     grad64 = torch.randn(B, C, *size, generator=g, dtype=torch.float64)
-    truth = float64_truth(inputs64, grad64, device)
-    inputs = [x.float().to(device).requires_grad_() for x in inputs64]
-    grad_out = grad64.float().to(device)
-
-    def forward(fn):
-        def run():
-            with torch.no_grad():
-                return fn(*inputs)
-        return run
-
-    def forward_backward(fn):
-        return lambda: torch.autograd.grad(fn(*inputs), inputs, grad_out)
-
-    rows = []
-    for name, fn in FORMULATIONS.items():
-        out = fn(*inputs)
-        errors = [rel_err(r, t) for r, t in zip([out] + list(torch.autograd.grad(out, inputs, grad_out)), truth)]
-        del out
-        rows.append({"formulation": name, "peak_mb": peak_mb(forward_backward(fn), device),
-                     "forward_peak_mb": peak_mb(forward(fn), device), "rel_err_out": errors[0],
-                     "rel_err_grad_q": errors[1], "rel_err_grad_k": errors[2], "rel_err_grad_v": errors[3]})
-    for key, make in (("forward_ms", forward), ("forward_backward_ms", forward_backward)):
-        times = interleaved_median_ms([make(fn) for fn in FORMULATIONS.values()], device, args.repeat, args.warmup)
-        for r, ms in zip(rows, times):
-            r[key] = ms
+    rows = attention_rows(FORMULATIONS, criss_cross_attention_3d, inputs64, grad64, device, args.repeat, args.warmup)
 
     header = (f"{device_name(device)}, torch {torch.__version__}, {datetime.date.today()}: 3D criss-cross "
               f"attention at ({B}, {C}, {size[0]}, {size[1]}, {size[2]}), fp32, median of {args.repeat} rounds")

@@ -4,6 +4,7 @@ Times are wall-clock medians with the device synchronized around each call. Peak
 allocator's peak on a GPU; on the CPU, which has no allocator counter, it is the peak of the tensor
 storages allocated inside the call, tracked at the dispatcher (PeakTensorMemory).
 """
+import contextlib
 import datetime
 import json
 import statistics
@@ -107,6 +108,55 @@ def rel_err(result, truth):
 # print_table columns of an attention op's errors vs float64: the output and the q, k, v gradients.
 ERROR_COLUMNS = [("rel_err_out", "err out", ".1e"), ("rel_err_grad_q", "err dq", ".1e"),
                  ("rel_err_grad_k", "err dk", ".1e"), ("rel_err_grad_v", "err dv", ".1e")]
+
+
+def float64_truth(op, inputs64, grad64):
+    """[output, d/dquery, d/dkey, d/dvalue] of op(query, key, value) on float64 inputs, on their device."""
+    inputs = [x.clone().requires_grad_() for x in inputs64]
+    out = op(*inputs)
+    return [out.detach()] + list(torch.autograd.grad(out, inputs, grad64))
+
+
+def attention_rows(formulations, truth_op, inputs64, grad64, device, repeat, warmup, dtype=torch.float32,
+                   autocast=contextlib.nullcontext, unmeasured=()):
+    """One row per formulation (name -> fn(query, key, value)) of an attention op: the ERROR_COLUMNS
+    against truth_op in float64, the peak memory of a no-grad forward and of a forward + backward,
+    and the median times of both over interleaved rounds.
+
+    The formulations run on inputs64 and grad64 (host float64) cast to dtype, each call inside
+    autocast(); the peaks of the names in unmeasured are None (compiled code, which the CPU probe
+    does not see).
+    """
+    truth = float64_truth(truth_op, [x.to(device) for x in inputs64], grad64.to(device))
+    inputs = [x.to(device, dtype).requires_grad_() for x in inputs64]
+    grad_out = grad64.to(device, dtype)
+
+    def forward(fn):
+        def run():
+            with torch.no_grad(), autocast():
+                return fn(*inputs)
+        return run
+
+    def forward_backward(fn):
+        def run():
+            with autocast():
+                out = fn(*inputs)
+            return [out] + list(torch.autograd.grad(out, inputs, grad_out.to(out.dtype)))
+        return run
+
+    rows = []
+    for name, fn in formulations.items():
+        row = {"formulation": name}
+        row.update((key, rel_err(r, t)) for (key, _, _), r, t in zip(ERROR_COLUMNS, forward_backward(fn)(), truth))
+        measurable = name not in unmeasured
+        row["forward_peak_mb"] = peak_mb(forward(fn), device) if measurable else None
+        row["peak_mb"] = peak_mb(forward_backward(fn), device) if measurable else None
+        rows.append(row)
+    for key, make in (("forward_ms", forward), ("forward_backward_ms", forward_backward)):
+        times = interleaved_median_ms([make(fn) for fn in formulations.values()], device, repeat, warmup)
+        for row, ms in zip(rows, times):
+            row[key] = ms
+    return rows
 
 
 def set_tf32(device, enabled):

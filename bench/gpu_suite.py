@@ -39,6 +39,7 @@ from utils.cli import ArgumentParser, positive_int  # noqa: E402
 
 PYTHON = sys.executable
 STEPS, SAVE_EVERY = 100, 50
+DONE = (0, "killed as planned")  # the outcomes of a command that did its job
 
 
 def _kill_group(proc):
@@ -54,7 +55,7 @@ class Part:
     """Runs a part's commands under one deadline; logs their output and keeps DIR/<part>.json current."""
 
     def __init__(self, name, out, deadline_s, device, env=None):
-        self.out, self.env = out, env
+        self.env = env
         self.log_path = out / f"{name}.log"
         self.json_path = out / f"{name}.json"
         self.deadline = time.monotonic() + deadline_s
@@ -99,8 +100,7 @@ class Part:
         """The exit status of proc, 'killed as planned' or 'timed out'."""
         while proc.poll() is None:
             planned = stop_when is not None and stop_when.exists()
-            if planned or time.monotonic() > end:
-                _kill_group(proc)
+            if planned or time.monotonic() > end:  # run() then kills the process group
                 return "killed as planned" if planned else "timed out"
             time.sleep(0.02)
         return proc.returncode
@@ -109,7 +109,7 @@ class Part:
         self.record["commands"].append(entry)
         self.save()
         print(f"{entry['name']}: {entry['returncode']} ({entry.get('seconds', 0)} s)", flush=True)
-        return entry["returncode"] in (0, "killed as planned")
+        return entry["returncode"] in DONE
 
 
 def op(part, args):
@@ -197,8 +197,8 @@ def run(part, args):
     part.run("torchrun_1_process", [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
                                     "train.py", *train_args(work / "torchrun", steps=4, every=4)])
     part.run("agreement", [PYTHON, "bench/bench_eval.py", "--agreement", "--device", args.device.split(":")[0],
-                           "--restore-from",
-                           work / "fp32_full" / final, "--data-dir", data, "--json", args.out / "agreement.json"])
+                           "--restore-from", work / "fp32_full" / final, "--data-dir", data,
+                           "--json", args.out / "agreement.json"])
 
 
 PARTS = {"op": op, "tests": tests, "model": model, "run": run}
@@ -230,7 +230,7 @@ def main(args):
     part = Part(args.part, args.out, args.deadline, args.device, env)
     part.save()
     PARTS[args.part](part, args)
-    failed = [c["name"] for c in part.record["commands"] if c["returncode"] not in (0, "killed as planned")]
+    failed = [c["name"] for c in part.record["commands"] if c["returncode"] not in DONE]
     print(f"{args.part}: {len(part.record['commands'])} commands, failed: {', '.join(failed) or 'none'}; "
           f"{part.json_path}")
     return 1 if failed or "error" in part.record["findings"] else 0
