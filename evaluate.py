@@ -20,16 +20,14 @@ for the benchmark server. The checkpoint's keys tell its normalization layout (n
 the released official CCNet models, which use InPlace-ABN, evaluate as they are.
 """
 import argparse
+import functools
 import importlib.util
 import json
 import os
-import sys
 import time
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 import networks
 from dataset.datasets import IMG_MEAN
@@ -39,9 +37,10 @@ from utils.cli import ArgumentParser, label_value, str2bool
 from utils.confusion_files import save_confusion_figure, write_confusion_csv
 from utils.data_parallel import AutocastDataParallel
 from utils.errors import UserError, exit_on_user_error
-from utils.inference import add_inference_arguments, predict
+from utils.evaluation import InferenceSettings, class_labels, evaluate, shard_loader
+from utils.inference import add_inference_arguments
 from utils.metrics import ConfusionMatrix
-from utils.runtime import add_launcher_arguments, add_speed_arguments, autocast, memory_format, setup, teardown
+from utils.runtime import add_launcher_arguments, add_speed_arguments, memory_format, setup, teardown
 
 UPSTREAM_README_SPELLINGS_OF_TRUE = {"ture"}
 
@@ -126,9 +125,7 @@ def build_loader(info, args, runtime):
     else:
         dataset = info.val_set(args.data_list, mean=IMG_MEAN, ignore_label=args.ignore_label,
                                warn=runtime.is_main)
-    shard = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size))
-    return DataLoader(shard, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
-                      pin_memory=runtime.device.type == "cuda")
+    return shard_loader(dataset, runtime, args.batch_size, args.num_workers)
 
 
 def save_predictions(info, predictions, names, out_dir, label_ids):
@@ -137,35 +134,6 @@ def save_predictions(info, predictions, names, out_dir, label_ids):
         info.colorize(prediction).save(os.path.join(out_dir, f"{name}.png"))
         if label_ids:
             Image.fromarray(info.label_values[prediction]).save(os.path.join(out_dir, "label_ids", f"{name}.png"))
-
-
-@torch.no_grad()
-def evaluate(model, loader, info, args, device, out_dir, show_progress):
-    """Predict every image of the loader; returns the confusion matrix (None with --test)."""
-    tile_size = None if args.whole else args.input_size
-    confmat = None if args.test else ConfusionMatrix(args.num_classes, args.ignore_label, device)
-    bar = tqdm(total=len(loader.dataset), unit="img", file=sys.stdout,
-               disable=not (show_progress and sys.stdout.isatty()))
-    for batch in loader:
-        if args.test:
-            images, _, names = batch
-        else:
-            images, labels, _, names = batch
-        images = images.to(device, non_blocking=True, memory_format=memory_format(args.channels_last))  # (N, 3, H, W)
-        with autocast(device, args.amp):
-            predictions = predict(model, images, tile_size, args.scales, args.flip).argmax(1)  # (N, H, W)
-        if confmat is not None:
-            confmat.update(predictions, labels)
-        if args.save_pred:
-            save_predictions(info, predictions.to(torch.uint8).cpu().numpy(), names, out_dir, args.test)
-        bar.update(len(names))
-    bar.close()
-    return confmat
-
-
-def class_labels(class_names, num_classes):
-    """The dataset's class names when the model predicts as many classes, else 'class 0', 'class 1', ..."""
-    return list(class_names) if num_classes == len(class_names) else [f"class {i}" for i in range(num_classes)]
 
 
 def percent(value):
@@ -219,8 +187,13 @@ def main(args):
         if args.save_pred:
             os.makedirs(os.path.join(out_dir, "label_ids") if args.test else out_dir, exist_ok=True)
 
+        settings = InferenceSettings(None if args.whole else args.input_size, tuple(args.scales), args.flip,
+                                     args.amp, args.channels_last)
+        confmat = None if args.test else ConfusionMatrix(args.num_classes, args.ignore_label, runtime.device)
+        save = functools.partial(save_predictions, info, out_dir=out_dir, label_ids=args.test) if args.save_pred \
+            else None
         start = time.perf_counter()
-        confmat = evaluate(model, loader, info, args, runtime.device, out_dir, runtime.is_main)
+        evaluate(model, loader, settings, confmat, save, show_progress=runtime.is_main)
         seconds = time.perf_counter() - start
         if runtime.is_main:
             count = len(loader.dataset)

@@ -2,14 +2,19 @@
 on Cityscapes with upstream's command line, or on Pascal VOC, ADE20K or a folder of your own (--dataset).
 
 Runs on one GPU or the CPU, on several GPUs of one process (``--gpu 0,1,2,3``: DataParallel with
-synchronized BN), or under torchrun (DistributedDataParallel, one process per GPU or CPU worker).
-Every ``--save-pred-every`` iterations and at the end it writes ``CS_scenes_<iter>.pth`` (the model's
-weights) and ``last.pth`` (the full training state, for ``--resume``). ``--norm inplace-abn`` trains the
-official CCNet's layout (InPlace-ABN, see networks/norms.py), e.g. to fine-tune its released models.
+synchronized BN), or under torchrun or SLURM's srun (DistributedDataParallel, one process per GPU or
+CPU worker; utils.launcher). Every ``--save-pred-every`` iterations and at the end it writes
+``CS_scenes_<iter>.pth`` (the model's weights), and with them and every ``--save-state-every``
+iterations ``last.pth`` (the full training state, for ``--resume``; ``--resume auto`` continues from it
+when it is there). ``--eval-every`` measures the validation mIoU during training and keeps the best
+snapshot (utils.validation). SIGUSR1 and SIGTERM stop the run after a save, and SIGUSR1 requeues a
+SLURM job (utils.preemption). ``--norm inplace-abn`` trains the official CCNet's layout (InPlace-ABN,
+see networks/norms.py), e.g. to fine-tune its released models.
 """
 import math
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -22,15 +27,17 @@ from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
-from utils.checkpoint import (load_model, load_state, read_state_dict, restore_state, rng_state, save_atomic,
-                              save_state)
-from utils.cli import ArgumentParser, label_value, size_pair, str2bool
+from utils.checkpoint import (load_model, load_state, names_no_checkpoint, read_state_dict, restore_state,
+                              resume_source, rng_state, save_atomic, save_state)
+from utils.cli import ArgumentParser, label_value, non_negative_int, size_pair, str2bool
 from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict_whole
 from utils.logger import TrainLogger
 from utils.losses import CriterionDSN, CriterionOhemDSN
+from utils.preemption import StopRequests, ignore_stop_signals
 from utils.runtime import (add_launcher_arguments, add_speed_arguments, all_gather_objects, all_reduce_sum,
                            amp_dtype, autocast, memory_format, setup, teardown)
+from utils.validation import Validation, add_validation_arguments
 
 
 def get_args_parser():
@@ -85,9 +92,15 @@ def get_args_parser():
     checkpoints.add_argument("--snapshot-dir", default="./snapshots/", help="where snapshots are written")
     checkpoints.add_argument("--save-pred-every", type=int, default=30000,
                              help="iterations between snapshots and tensorboard images")
+    checkpoints.add_argument("--save-state-every", type=non_negative_int, default=1000,
+                             help="iterations between writes of the training state last.pth, besides those with "
+                                  "the snapshots (0: only with them)")
     checkpoints.add_argument("--resume", default=None,
-                             help="continue from a training state (<snapshot-dir>/last.pth); --restore-from is "
-                                  "then not read (default: start a new run)")
+                             help="continue from a training state (<snapshot-dir>/last.pth), --restore-from then "
+                                  "not read; 'auto': from <snapshot-dir>/last.pth if it exists, else start from "
+                                  "--restore-from, so that a requeued job continues (default: start a new run)")
+
+    add_validation_arguments(parser.add_argument_group("validation"))
 
     logging = parser.add_argument_group("logging")
     logging.add_argument("--log-dir", default=None, help="tensorboardX directory (default: --snapshot-dir)")
@@ -207,18 +220,30 @@ def build_loader(dataset, sampler, batches_per_epoch, start, args, runtime):
     loader_seed = int(np.random.SeedSequence([args.random_seed, runtime.rank, start]).generate_state(1)[0])
     return DataLoader(SeededAugmentation(dataset), batch_size=batch_per_rank, sampler=order,
                       num_workers=args.num_workers, pin_memory=runtime.device.type == "cuda", drop_last=True,
-                      generator=torch.Generator().manual_seed(loader_seed))
+                      generator=torch.Generator().manual_seed(loader_seed), worker_init_fn=ignore_stop_signals)
 
 
-def build_network(args, device):
-    """The model with its loss inside (model(images, labels) -> loss), on device in train mode."""
+def build_validation(info, args, runtime):
+    """The validation of --eval-every on the dataset's validation split or --eval-list, whose files are
+    checked here, before anything is written."""
+    dataset = None
+    if args.eval_every:
+        dataset = info.val_set(args.eval_list, mean=IMG_MEAN, ignore_label=args.ignore_label, warn=runtime.is_main)
+        if not len(dataset):
+            raise UserError(f"--eval-every {args.eval_every}: the {info.name} validation split holds no images "
+                            "(give --eval-list)")
+    return Validation(dataset, info.class_names, args, runtime)
+
+
+def build_network(args, device, restore):
+    """The model with its loss inside (model(images, labels) -> loss), on device in train mode, with
+    the weights of --restore-from when `restore` (a resumed run takes them from its state instead)."""
     if args.ohem:
         criterion = CriterionOhemDSN(ignore_index=args.ignore_label, thresh=args.ohem_thres,
                                      min_kept=args.ohem_keep)
     else:
         criterion = CriterionDSN(ignore_index=args.ignore_label)
-    skip_restore = args.resume or args.restore_from.strip().lower() in ("", "none")
-    state = None if skip_restore else read_state_dict(args.restore_from)
+    state = read_state_dict(args.restore_from) if restore and not names_no_checkpoint(args.restore_from) else None
     layout = networks.layout_of(state) if state else None
     if layout not in (None, args.norm):
         raise UserError(f"--restore-from {args.restore_from} holds {networks.DESCRIPTIONS[layout]}: "
@@ -249,26 +274,35 @@ def parallelize(net, runtime):
     return net
 
 
-def save_snapshot(net, optimizer, scaler, done, images, labels, args, runtime, logger):
-    """After `done` iterations: refuse non-finite weights, then (rank 0) the tensorboard preview,
-    CS_scenes_<done>.pth and the training state last.pth."""
+def save_checkpoints(net, optimizer, scaler, done, snapshot, images, labels, validation, args, runtime, logger):
+    """After `done` iterations, with every process taking part: refuse non-finite weights, then (rank 0)
+    with `snapshot` the tensorboard preview and CS_scenes_<done>.pth, and the training state last.pth."""
     if all_reduce_sum(non_finite_count(net)).item():
         raise UserError(f"non-finite weights after iteration {done}: training stopped, "
                         f"the snapshots already written in {args.snapshot_dir} are kept")
     rng_states = all_gather_objects(rng_state())
     if not runtime.is_main:
         return
-    shown = images[:args.save_num_images]
-    logger.images(done, to_rgb(shown), labels[:args.save_num_images].cpu().numpy(),
-                  predict_train_ids(net, shown).cpu().numpy())
-    snapshot = os.path.join(args.snapshot_dir, f"CS_scenes_{done}.pth")
-    save_atomic(net.state_dict(), snapshot)
-    save_state(os.path.join(args.snapshot_dir, "last.pth"), net, optimizer, scaler, done, rng_states, args)
-    logger.message(f"iteration {done}: saved {snapshot} and the training state last.pth")
+    saved = ""
+    if snapshot:
+        shown = images[:args.save_num_images]
+        logger.images(done, to_rgb(shown), labels[:args.save_num_images].cpu().numpy(),
+                      predict_train_ids(net, shown).cpu().numpy())
+        saved = os.path.join(args.snapshot_dir, f"CS_scenes_{done}.pth")
+        save_atomic(net.state_dict(), saved)
+        saved += " and "
+    save_state(os.path.join(args.snapshot_dir, "last.pth"), net, optimizer, scaler, done, rng_states, args,
+               validation.best)
+    logger.message(f"iteration {done}: saved {saved}the training state last.pth")
 
 
-def train_steps(model, net, optimizer, scaler, loader, start, args, runtime, logger):
-    """The training loop: one SGD step per batch of the loader, iterations start+1..--num-steps."""
+def train_steps(model, net, optimizer, scaler, loader, start, resumed, validation, stop_requests, args, runtime,
+                logger):
+    """The training loop: one SGD step per batch of the loader, iterations start+1..--num-steps, each
+    followed by the validation and the saves due; returns the iteration after which a stop request
+    (SIGUSR1, SIGTERM) ended it, or None."""
+    if resumed and validation.due(start) and validation.run(net, start, logger, stop_requests):
+        return start  # the validation a stop had left out was cut short again; the state is on disk
     device = runtime.device
     dtype = next(net.parameters()).dtype  # the images follow the weights (float64 under a float64 default)
     layout = memory_format(args.channels_last)
@@ -279,39 +313,58 @@ def train_steps(model, net, optimizer, scaler, loader, start, args, runtime, log
         lr = poly_lr(args.learning_rate, iteration, args.num_steps, args.power)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        done = iteration + 1
 
         with mixed_precision:
             loss = model(images, labels).mean()  # per-GPU losses under DataParallel
-        loss_value = all_reduce_sum(loss.detach().float().clone()).item() / runtime.world_size
+        # The one collective of every iteration: the losses and the stop requests, summed over the processes.
+        totals = all_reduce_sum(torch.cat([loss.detach().float().reshape(1), stop_requests.flags(device)]))  # (3,)
+        loss_value = totals[0].item() / runtime.world_size
         if not math.isfinite(loss_value):
-            raise UserError(f"the loss is {loss_value} at iteration {iteration + 1}: training stopped, "
+            raise UserError(f"the loss is {loss_value} at iteration {done}: training stopped, "
                             f"the last good snapshot in {args.snapshot_dir} is kept")
+        stopping = stop_requests.agree(totals[1:]) and done < args.num_steps
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
 
-        done = iteration + 1
         logger.step(done, loss_value, lr)
-        if done % args.save_pred_every == 0 or done == args.num_steps:
-            save_snapshot(net, optimizer, scaler, done, images, labels, args, runtime, logger)
+        if validation.due(done) and not stopping:
+            stopping = validation.run(net, done, logger, stop_requests) and done < args.num_steps
+        snapshot = done % args.save_pred_every == 0 or done == args.num_steps
+        if snapshot or stopping or (args.save_state_every and done % args.save_state_every == 0):
+            save_checkpoints(net, optimizer, scaler, done, snapshot, images, labels, validation, args, runtime,
+                             logger)
+        if stopping:
+            logger.message(f"iteration {done}: stopped by {stop_requests.stopped_by.name}")
+            return done
+    return None
 
 
-def train(args, runtime):
-    """Build the data, model and optimizer (or resume them), then train to --num-steps; returns the network."""
+def train(args, runtime, stop_requests):
+    """Build the data, model and optimizer (or resume them), then train to --num-steps; returns the
+    network and whether a stop request ended the run before."""
     info = check_inputs(args, runtime)
     seed_everything(args.random_seed + runtime.rank)
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     dataset, sampler, batches_per_epoch = build_data(info, args, runtime)
-    net = build_network(args, runtime.device)
+    validation = build_validation(info, args, runtime)
+    resume = resume_source(args.resume, args.snapshot_dir, args.restore_from, report=runtime.is_main)
+    net = build_network(args, runtime.device, restore=resume is None)
     optimizer, scaler = build_optimizer(args, net, runtime.device)
     start = args.start_iters
-    if args.resume:
-        state = load_state(args.resume, args, vars(get_args_parser().parse_args([])), report=runtime.is_main)
+    if resume:
+        state = load_state(resume, args, vars(get_args_parser().parse_args([])), report=runtime.is_main)
         start = restore_state(state, net, optimizer, scaler, runtime.rank)
+        validation.restore(state.get("best"))
+        if start >= args.num_steps and args.resume == "auto":
+            if runtime.is_main:
+                print(f"--resume auto: {resume} already ran all {start} iterations: nothing to do")
+            return net, False
         if start >= args.num_steps:
-            raise UserError(f"--resume {args.resume} already ran {start} of --num-steps {args.num_steps} iterations")
+            raise UserError(f"--resume {resume} already ran {start} of --num-steps {args.num_steps} iterations")
     model = parallelize(net, runtime)
     loader = build_loader(dataset, sampler, batches_per_epoch, start, args, runtime)
 
@@ -320,19 +373,25 @@ def train(args, runtime):
     logger = TrainLogger(args.log_dir or args.snapshot_dir, start, args.num_steps, args.print_frequency, info.palette,
                          enabled=runtime.is_main)
     try:
-        train_steps(model, net, optimizer, scaler, loader, start, args, runtime, logger)
+        stopped = train_steps(model, net, optimizer, scaler, loader, start, resume is not None, validation,
+                              stop_requests, args, runtime, logger)
     finally:
         logger.close()
-    return net
+    return net, stopped is not None
 
 
 def main(args):
-    """Train as described by `args`; returns the trained network (unwrapped)."""
-    runtime = setup(args.gpu)
-    try:
-        return train(args, runtime)
-    finally:
-        teardown()
+    """Train as described by `args`; returns the trained network (unwrapped). A run that SIGUSR1 or
+    SIGTERM stopped exits after its save, with the status utils.preemption describes."""
+    with StopRequests() as stop_requests:
+        runtime = setup(args.gpu)
+        try:
+            net, stopped = train(args, runtime, stop_requests)
+        finally:
+            teardown()
+        if stopped:
+            sys.exit(stop_requests.finish(runtime.is_main))
+    return net
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ renamed over the target, so a kill at any moment leaves either the previous file
 The training state is stored as tensors and plain Python types, so ``torch.load(weights_only=True)``
 reads it.
 """
+import json
 import os
 import pickle
 import random
@@ -19,17 +20,20 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
+from utils.runtime import all_gather_objects
 
 _PREFIX = "module."
 _SHOWN = 6
-STATE_KEYS = ("model", "optimizer", "scaler", "iteration", "rng", "args")
+STATE_KEYS = ("model", "optimizer", "scaler", "iteration", "rng", "args")  # and "best", since validation
 # Flags that decide the model (its tensors or its forward): --resume refuses a change of any of them.
 MODEL_FLAGS = ["model", "num_classes", "recurrence", "norm"]
-# Flags that never change a resumed run's arithmetic: where files go, what is logged, the launcher's
-# local rank, how many processes load the data (each sample carries its augmentation seed), and the
-# flags a resumed run does not read (--restore-from, --not-restore-last, --start-iters).
+# Flags that never change a resumed run's arithmetic: where files go, what is logged and how often
+# the state is saved, the validation (it leaves the training as it is), the launcher's local rank,
+# how many processes load the data (each sample carries its augmentation seed), and the flags a
+# resumed run does not read (--restore-from, --not-restore-last, --start-iters).
 # A change of any other flag is allowed and reported.
 UNTRACKED_FLAGS = ["resume", "snapshot_dir", "log_dir", "print_frequency", "save_pred_every", "save_num_images",
+                   "save_state_every", "eval_every", "eval_list", "eval_whole", "eval_scales", "eval_flip",
                    "local_rank", "num_workers", "restore_from", "not_restore_last", "start_iters"]
 
 
@@ -105,12 +109,12 @@ def load_model(model, path_or_state_dict, strict=False, source=None):
     return missing, extra + mismatched
 
 
-def save_atomic(obj, path):
-    """torch.save(obj, path) through a temporary file and a rename."""
+def _write_atomic(path, write):
+    """write(binary file) into a temporary file beside `path`, flushed to disk, then renamed over `path`."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -118,6 +122,16 @@ def save_atomic(obj, path):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_atomic(obj, path):
+    """torch.save(obj, path) through a temporary file and a rename."""
+    _write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def save_json_atomic(obj, path):
+    """json.dumps(obj) into `path` through a temporary file and a rename."""
+    _write_atomic(path, lambda f: f.write(json.dumps(obj).encode()))
 
 
 def rng_state():
@@ -141,8 +155,9 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_state(path, model, optimizer, scaler, iteration, rng_states, args):
-    """Write the training state after `iteration` finished steps; rng_states has one entry per rank."""
+def save_state(path, model, optimizer, scaler, iteration, rng_states, args, best=None):
+    """Write the training state after `iteration` finished steps; rng_states has one entry per rank;
+    best: the validation's best so far (utils.validation), None before any."""
     save_atomic({
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -150,6 +165,7 @@ def save_state(path, model, optimizer, scaler, iteration, rng_states, args):
         "iteration": iteration,
         "rng": rng_states,
         "args": vars(args),
+        "best": best,
     }, path)
 
 
@@ -190,6 +206,33 @@ def load_state(path, args, defaults, report=True):
     for change in other if report else ():
         print(f"--resume {path}: {change}: the continuation is no longer the uninterrupted run")
     return state
+
+
+def names_no_checkpoint(path):
+    """Whether --restore-from `path` means training from scratch: '' or 'none' (any case)."""
+    return path.strip().lower() in ("", "none")
+
+
+def resume_source(resume, snapshot_dir, restore_from, report=True):
+    """The training state a run continues from, None for a new run: --resume's path, or for
+    ``--resume auto`` <snapshot_dir>/last.pth where it exists (else None, the run starts from
+    --restore-from), which `report` tells in one line.
+
+    Every process must see the same: a last.pth that some processes find and others do not (a
+    snapshot folder on a disk of one node) is a UserError.
+    """
+    if resume != "auto":
+        return resume
+    path = os.path.join(snapshot_dir, "last.pth")
+    found = set(all_gather_objects(os.path.exists(path)))
+    if len(found) > 1:
+        raise UserError(f"--resume auto: some processes find {path} and others do not: "
+                        "--snapshot-dir must be a folder that every node shares")
+    if report:
+        start = "scratch" if names_no_checkpoint(restore_from) else restore_from
+        print(f"--resume auto: continuing from {path}" if True in found
+              else f"--resume auto: no {path} yet, starting from {start}")
+    return path if True in found else None
 
 
 def restore_state(state, model, optimizer, scaler, rank):

@@ -129,3 +129,8 @@ def label_value(text):
 def positive_int(text):
     """An integer of at least 1."""
     return _bounded_int(text, 1, None, "a positive integer")
+
+
+def non_negative_int(text):
+    """An integer of 0 or more."""
+    return _bounded_int(text, 0, None, "an integer of 0 or more")

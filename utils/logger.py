@@ -16,18 +16,18 @@ class TrainLogger:
     enabled=False (ranks other than 0) every method does nothing.
     """
 
-    def __init__(self, log_dir, start, total, print_frequency, palette, enabled=True, stream=sys.stdout):
+    def __init__(self, log_dir, start, total, print_frequency, palette, enabled=True, stream=None):
         self.enabled = enabled
         self.palette = palette
         self.total = total
         self.print_frequency = max(1, print_frequency)
-        self.stream = stream
+        self.stream = stream or sys.stdout  # looked up now, so that a redirected stdout (pytest's capsys) is used
         if not enabled:
             return
         self.writer = SummaryWriter(log_dir)
         self.bar = None
-        if stream.isatty():
-            self.bar = tqdm(initial=start, total=total, file=stream, unit="it", dynamic_ncols=True)
+        if self.stream.isatty():
+            self.bar = tqdm(initial=start, total=total, file=self.stream, unit="it", dynamic_ncols=True)
         self.mark = (time.perf_counter(), start)
 
     def step(self, iteration, loss, lr):
@@ -45,6 +45,13 @@ class TrainLogger:
             print(f"iter {iteration}/{self.total}  loss {loss:.4f}  lr {lr:.3e}  {seconds_per_it:.3f} s/it",
                   file=self.stream, flush=True)
             self.mark = (now, iteration)
+
+    def scalars(self, iteration, values):
+        """Log each {tag: number} of `values` at `iteration`."""
+        if not self.enabled:
+            return
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, iteration)
 
     def images(self, iteration, images, labels, preds):
         """Log (N, H, W, 3) uint8 RGB images with their (N, H, W) labels and predictions, coloured."""

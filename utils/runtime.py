@@ -1,13 +1,13 @@
 """Where and how a script runs: processes, devices and the speed modes, shared by every script.
 
 Three ways to run, chosen from the environment and ``--gpu``:
-- torchrun (RANK/WORLD_SIZE set): one process per GPU with NCCL, or per CPU worker with gloo;
+- torchrun, or srun in a SLURM job step of several tasks (utils.launcher): one process per GPU with
+  NCCL, or per CPU worker with gloo;
 - ``--gpu 0,1,...``: one process, those CUDA devices (DataParallel when there are several);
 - neither: one process on cuda:0 when CUDA is present, else on the CPU.
 The speed modes are --amp (autocast) and --channels-last.
 """
 import argparse
-import os
 import platform
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from utils.cli import str2bool
 from utils.errors import UserError
+from utils.launcher import launch_environment
 
 
 @dataclass
@@ -97,26 +98,30 @@ def add_launcher_arguments(parser):
 
 
 def setup(gpu):
-    """Start the run described by torchrun's environment and --gpu; returns a Runtime.
+    """Start the run described by the launcher's environment (utils.launcher) and --gpu; returns a Runtime.
 
+    A process of a distributed run drives the GPU of its local rank among those --gpu names (all
+    visible ones by default), or under SLURM the one GPU it sees when SLURM bound each task to one.
     The process's GPU becomes the current CUDA device, so that nothing starts a context on GPU 0
     and code that launches on the current device (cuDNN, custom kernels) uses the right GPU.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1:
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    launch = launch_environment()
+    if launch.world_size > 1:
         if torch.cuda.is_available():
             ids = parse_gpu_ids(gpu) or list(range(torch.cuda.device_count()))
-            if local_rank >= len(ids):
-                raise UserError(f"torchrun started local rank {local_rank} but only {len(ids)} GPU(s) are usable")
-            device = torch.device("cuda", ids[local_rank])
+            index = 0 if launch.launcher == "slurm" and len(ids) == 1 else launch.local_rank
+            if index >= len(ids):
+                raise UserError(f"{launch.launcher} started local rank {launch.local_rank} but only {len(ids)} "
+                                "GPU(s) are usable")
+            device = torch.device("cuda", ids[index])
             torch.cuda.set_device(device)
             backend = "nccl"
         else:
             parse_gpu_ids(gpu)
             device, backend = torch.device("cpu"), "gloo"
-        dist.init_process_group(backend=backend)
-        return Runtime(device, [device.index] if device.type == "cuda" else [], rank, world_size)
+        dist.init_process_group(backend=backend, init_method=launch.init_method, rank=launch.rank,
+                                world_size=launch.world_size)
+        return Runtime(device, [device.index] if device.type == "cuda" else [], launch.rank, launch.world_size)
     ids = parse_gpu_ids(gpu)
     if not ids and torch.cuda.is_available():
         ids = [0]

@@ -1,0 +1,75 @@
+"""The evaluation loop of evaluate.py and of train.py's validation: each process predicts its share
+of a split's images and counts them into a confusion matrix (summed over the processes by the caller).
+
+Prediction is utils.inference.predict (whole images or sliding windows, scales, flip) with the
+settings of an InferenceSettings, so that a validation during training computes what evaluate.py
+computes for the snapshot of that iteration.
+"""
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from utils.inference import predict
+from utils.runtime import autocast, memory_format
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How each image is predicted: tile_size None for the whole image in one pass, else the (h, w)
+    of the sliding window; the scales and mirroring whose probabilities are averaged; amp autocast;
+    channels_last images."""
+    tile_size: Optional[tuple] = None
+    scales: tuple = (1.0,)
+    flip: bool = False
+    amp: bool = False
+    channels_last: bool = False
+
+
+def shard_loader(dataset, runtime, batch_size, num_workers, generator=None, worker_init_fn=None):
+    """DataLoader over this process's share of `dataset`, in order: images rank, rank + world_size, ...
+
+    `generator` gives the loader's worker seed (by default it is drawn from torch's global stream).
+    """
+    shard = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size))
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=runtime.device.type == "cuda", generator=generator, worker_init_fn=worker_init_fn)
+
+
+def class_labels(class_names, num_classes):
+    """The dataset's class names when the model predicts as many classes, else 'class 0', 'class 1', ..."""
+    return list(class_names) if num_classes == len(class_names) else [f"class {i}" for i in range(num_classes)]
+
+
+@torch.no_grad()
+def evaluate(model, loader, settings, confmat=None, on_predictions=None, show_progress=False, interrupted=None):
+    """Predict every image of the loader with `model` as it is (the caller puts it in eval mode).
+
+    Batches are (images, labels, size, names) when `confmat` (a utils.metrics.ConfusionMatrix) is
+    given and counts them, else unlabelled (images, size, names). Images go to the device and dtype
+    of the model's weights. on_predictions(train ids (N, H, W) uint8 numpy, names) receives every
+    batch's predictions. The loop ends early once interrupted(), asked before each batch, is true.
+    Returns confmat.
+    """
+    weight = next(model.parameters())
+    bar = tqdm(total=len(loader.dataset), unit="img", file=sys.stdout,
+               disable=not (show_progress and sys.stdout.isatty()))
+    for batch in loader:
+        if interrupted is not None and interrupted():
+            break
+        images, names = batch[0], batch[-1]
+        images = images.to(weight.device, weight.dtype, non_blocking=True,
+                           memory_format=memory_format(settings.channels_last))  # (N, 3, H, W)
+        with autocast(weight.device, settings.amp):
+            probs = predict(model, images, settings.tile_size, settings.scales, settings.flip)  # (N, K, H, W)
+        predictions = probs.argmax(1)  # (N, H, W)
+        if confmat is not None:
+            confmat.update(predictions, batch[1])
+        if on_predictions is not None:
+            on_predictions(predictions.to(torch.uint8).cpu().numpy(), names)
+        bar.update(len(names))
+    bar.close()
+    return confmat
