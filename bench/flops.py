@@ -1,5 +1,7 @@
-"""The paper's efficiency table, measured: parameters, FLOPs, peak memory and time of the recurrent
-criss-cross attention against the non-local block, and of every model split into backbone, head and DSN head.
+"""The paper's efficiency table measured: RCCA against the non-local block, and every model by its parts.
+
+Parameters, FLOPs, peak memory and time of the recurrent criss-cross attention against the non-local
+block, and of every model split into backbone, head and DSN head.
 
     python bench/flops.py                                  # the paper's sizes on the CPU
     python bench/flops.py --device cuda --json flops.json  # the same on a GPU
@@ -7,7 +9,8 @@ criss-cross attention against the non-local block, and of every model split into
 
 Rows: ``cca``, one CrissCrossAttention pass (its three 1x1 projections included); ``rcca-r1`` and
 ``rcca-r2``, that module applied once and twice with shared weights, the recurrent criss-cross
-attention (RCCA) as the paper counts it (the passes only, not the 3x3 convolutions around them);
+attention (RCCA) as the paper counts it (the passes only, not the 3x3 convolutions around them
+that RCCA.RecurrentCrissCrossAttention adds);
 ``non-local``, the block of Wang et al. 2018 (references/non_local.py) at the same input: the
 features CCNet's head attends over, layer4's 2048 channels reduced to a quarter, at the backbone's
 output size. Then, for each --model, its parts and the whole network at the image size:
@@ -16,8 +19,8 @@ layer3), ``<model> head`` (on layer4) and ``<model>``.
 
 FLOPs are counted at the dispatcher by torch.utils.flop_counter.FlopCounterMode, a multiply-add
 as 2: every convolution and matrix product, the batched products inside CC.py's autograd Function
-and its no-grad path included; element-wise work (softmax, norms, activations, biases) is not
-counted, as the paper does not count it. ``flops`` is a forward without gradients (eval mode),
+and its no-grad path included; element-wise work (softmax, norms, activations, additions) is not
+counted, nor are the biases, which the author's formula counts (docs/benchmarks.md). ``flops`` is a forward without gradients (eval mode),
 ``train_flops`` a forward and backward with every parameter's gradient (and the input's, for the
 parts that read features). Peak memory is that of the tensor storages allocated during the call
 (bench.common.PeakTensorMemory, the same probe on every device), and on CUDA also the allocator's
@@ -41,12 +44,13 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import networks  # noqa: E402
 from bench import common  # noqa: E402
-from bench.common import (PeakTensorMemory, benchmark_device, cuda_peak_mb, median_ms, print_table,  # noqa: E402
-                          save_record, set_tf32)
+from bench.common import (PeakTensorMemory, add_json_argument, add_measurement_arguments,  # noqa: E402
+                          benchmark_device, cuda_peak_mb, median_ms, print_table, save_record, set_tf32)
 from CC import CrissCrossAttention  # noqa: E402
 from networks.resnet import ResNet  # noqa: E402
 from references import NonLocalBlock  # noqa: E402
-from utils.cli import ArgumentParser, exit_on_user_error, positive_int, size_pair  # noqa: E402
+from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
+from utils.errors import exit_on_user_error  # noqa: E402
 from utils.runtime import device_name  # noqa: E402
 
 PAPER_FLOPS = {"non-local": 108e9, "rcca-r2": 16.5e9}  # speedinghzl/CCNet issue 2, at PAPER_INPUT
@@ -224,19 +228,19 @@ def main(args):
 
 def get_args_parser():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--model", choices=list(networks.MODELS), action="append", default=None,
+    models = parser.add_argument_group("models")
+    models.add_argument("--model", choices=list(networks.MODELS), action="append", default=None,
                         help="a model to measure, repeatable (default ccnet on CPU, where a model at 769x769 takes "
                              "about a minute, every model on GPU)")
-    parser.add_argument("--recurrence", type=int, default=2, help="CCNet's criss-cross attention passes")
-    parser.add_argument("--input-size", type=size_pair, default=(769, 769),
-                        help="image HEIGHT,WIDTH; the attention rows read the backbone's features of it "
-                             "(769,769: 97x97, the paper's)")
-    parser.add_argument("--num-classes", type=positive_int, default=19, help="classes the models predict")
-    parser.add_argument("--repeat", type=positive_int, default=None, help="timed calls per figure, median "
-                                                                          "(default 1 on CPU, 10 on GPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 0 on CPU, 3 on GPU)")
-    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    models.add_argument("--recurrence", type=int, default=2, help="CCNet's criss-cross attention passes")
+    models.add_argument("--num-classes", type=positive_int, default=19, help="classes the models predict")
+    sizes = parser.add_argument_group("sizes")
+    sizes.add_argument("--input-size", type=size_pair, default=(769, 769),
+                       help="image HEIGHT,WIDTH (the paper's: 769,769); the attention rows read the backbone's "
+                            "features of it (97x97)")
+    add_measurement_arguments(parser, "timed calls per figure, median (default 1 on CPU, 10 on GPU)",
+                              "untimed calls first (default 0 on CPU, 3 on GPU)")
+    add_json_argument(parser)
     return parser
 
 
