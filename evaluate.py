@@ -1,8 +1,8 @@
 """Evaluate a CCNet checkpoint on Cityscapes (or Pascal VOC, ADE20K, a folder: --dataset): per-class IoU
 with the dataset's class names, mIoU, pixel accuracy, predicted PNGs in its palette.
 
-CCNet: Criss-Cross Attention for Semantic Segmentation (Huang et al., ICCV 2019). The seed README's
-command runs as written (leave out --gpu on a machine without CUDA):
+CCNet: Criss-Cross Attention for Semantic Segmentation (Huang et al., ICCV 2019). The command of
+upstream's README runs as written (leave out --gpu on a machine without CUDA):
 
     python evaluate.py --data-dir /data/datasets/Cityscapes/ --recurrence 2 --model ccnet \
         --restore-from ./snapshots/CS_scenes_60000.pth --whole Ture --gpu 0 --recurrence 2 --batch-size 1
@@ -31,18 +31,19 @@ import networks
 from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from networks.from_checkpoint import build_from_checkpoint
-from utils.cli import ArgumentParser, UserError, exit_on_user_error, label_value, str2bool
+from utils.cli import ArgumentParser, label_value, str2bool
+from utils.errors import UserError, exit_on_user_error
 from utils.data_parallel import AutocastDataParallel
 from utils.inference import add_inference_arguments, predict
 from utils.metrics import ConfusionMatrix
 from utils.runtime import add_launcher_arguments, add_speed_arguments, autocast, memory_format, setup, teardown
 
-SEED_README_SPELLINGS_OF_TRUE = {"ture"}
+UPSTREAM_README_SPELLINGS_OF_TRUE = {"ture"}
 
 
 def whole_flag(text):
-    """--whole value: any str2bool spelling, or 'Ture' as written in the seed README's command."""
-    if text.strip().lower() in SEED_README_SPELLINGS_OF_TRUE:
+    """--whole value: any str2bool spelling, or 'Ture' as written in the command of upstream's README."""
+    if text.strip().lower() in UPSTREAM_README_SPELLINGS_OF_TRUE:
         return True
     return str2bool(text)
 
@@ -50,38 +51,47 @@ def whole_flag(text):
 def get_args_parser():
     parser = ArgumentParser(description="Evaluate CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images",
                             allow_abbrev=False)
-    add_dataset_argument(parser)
-    parser.add_argument("--data-dir", type=str, default="cityscapes",
-                        help="dataset root (Cityscapes: the folder holding leftImg8bit/ and gtFine/)")
-    parser.add_argument("--data-list", type=str, default=None,
-                        help="list of 'image label' paths relative to --data-dir, images only with --test "
-                             "(default: the dataset's val or test split; for cityscapes "
-                             "./dataset/list/cityscapes/val.lst, or test.lst with --test)")
-    parser.add_argument("--ignore-label", type=label_value, default=255, help="label value left out of the metric")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (per process)")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="number of classes the model predicts (default: the dataset's, 19 for cityscapes)")
-    parser.add_argument("--restore-from", type=str, default="./deeplab_resnet.ckpt",
-                        help="checkpoint to evaluate; result.txt is written next to it")
-    parser.add_argument("--Output", type=str, default="./",
-                        help="predictions go to <dirname of this path>/outputs/")
-    parser.add_argument("--gpu", type=str, default=None,
-                        help="CUDA device ids, e.g. 0 or 0,1 (default: cuda:0 when present, else the CPU)")
-    parser.add_argument("--recurrence", type=int, default=1, help="criss-cross attention passes")
-    parser.add_argument("--num-workers", type=int, default=8, help="data-loading processes")
-    parser.add_argument("--whole", type=whole_flag, nargs="?", const=True, default=False,
-                        help="predict each image in one pass instead of by sliding window")
-    parser.add_argument("--model", type=str, default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
-    parser.add_argument("--norm", choices=networks.NORMS, default=None,
-                        help="normalization layout: syncbn (the seed's) or inplace-abn (the official CCNet's); "
-                             "default: told by the checkpoint's classifier keys")
-    add_inference_arguments(parser, "the dataset's crop size, 769,769 for cityscapes")
-    parser.add_argument("--save-pred", action=argparse.BooleanOptionalAction, default=True,
-                        help="write the predicted PNGs")
-    add_speed_arguments(parser)
-    parser.add_argument("--test", action="store_true",
-                        help="the list is the unlabelled test split: predict and save, no metric")
-    add_launcher_arguments(parser)
+    data = parser.add_argument_group("data")
+    add_dataset_argument(data)
+    data.add_argument("--data-dir", type=str, default="cityscapes",
+                      help="dataset root (Cityscapes: the folder holding leftImg8bit/ and gtFine/)")
+    data.add_argument("--data-list", type=str, default=None,
+                      help="list of 'image label' paths relative to --data-dir, images only with --test "
+                           "(default: the dataset's val or test split; for cityscapes "
+                           "./dataset/list/cityscapes/val.lst, or test.lst with --test)")
+    data.add_argument("--ignore-label", type=label_value, default=255, help="label value left out of the metric")
+    data.add_argument("--test", action="store_true",
+                      help="the list is the unlabelled test split: predict and save, no metric")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--restore-from", type=str, default="./deeplab_resnet.ckpt",
+                       help="checkpoint to evaluate; result.txt is written next to it")
+    model.add_argument("--model", type=str, default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
+    model.add_argument("--num-classes", type=int, default=None,
+                       help="number of classes the model predicts (default: the dataset's, 19 for cityscapes)")
+    model.add_argument("--recurrence", type=int, default=1, help="criss-cross attention passes")
+    model.add_argument("--norm", choices=networks.NORMS, default=None,
+                       help="normalization layout: syncbn (upstream's) or inplace-abn (the official CCNet's); "
+                            "default: told by the checkpoint's classifier keys")
+
+    inference = parser.add_argument_group("inference")
+    inference.add_argument("--whole", type=whole_flag, nargs="?", const=True, default=False,
+                           help="predict each image in one pass instead of by sliding window")
+    add_inference_arguments(inference, "the dataset's crop size, 769,769 for cityscapes")
+    inference.add_argument("--batch-size", type=int, default=4, help="images per forward pass (per process)")
+
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--Output", type=str, default="./",
+                         help="predictions go to <dirname of this path>/outputs/")
+    outputs.add_argument("--save-pred", action=argparse.BooleanOptionalAction, default=True,
+                         help="write the predicted PNGs")
+
+    speed = parser.add_argument_group("speed and devices")
+    speed.add_argument("--gpu", type=str, default=None,
+                       help="CUDA device ids, e.g. 0 or 0,1 (default: cuda:0 when present, else the CPU)")
+    speed.add_argument("--num-workers", type=int, default=8, help="data-loading processes")
+    add_speed_arguments(speed)
+    add_launcher_arguments(parser.add_argument_group("launchers"))
     return parser
 
 

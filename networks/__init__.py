@@ -1,7 +1,7 @@
 """Segmentation models by name: ``build_model("ccnet", 19, ...)``."""
 from networks import ccnet, deeplabv3, pspnet
 from networks.norms import DESCRIPTIONS, NORMS, layout_of, single_device_norm_layer
-from utils.cli import UserError
+from utils.errors import UserError
 
 __all__ = ["MODELS", "DESCRIPTIONS", "NORMS", "build_model", "layout_of", "single_device_norm_layer"]
 
@@ -14,7 +14,7 @@ MODELS = {
 
 def build_model(name, num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None,
                 norm="syncbn", memory_efficient=False):
-    """The model registered as ``name`` in the layout ``norm`` (networks.norms: "syncbn", the seed's,
+    """The model registered as ``name`` in the layout ``norm`` (networks.norms: "syncbn", upstream's,
     or "inplace-abn", the official CCNet's); norm_layer None means the layout's synchronized norm.
 
     pretrained_model: a checkpoint path or a state_dict loaded non-strictly (ImageNet weights);

@@ -6,11 +6,12 @@ the official ones are bare state dicts: num_classes is read from the shape of th
 last weight (every model here has that head), while model and recurrence leave no trace in the
 weights (the attention's weights are shared by all its passes), so they come from the caller or
 the defaults (ccnet, recurrence 2). The normalization layout is told by the keys (networks.norms:
-the seed's "syncbn" or the official "inplace-abn"). A value the caller gives always wins over the file's.
+upstream's "syncbn" or the official "inplace-abn"). A value the caller gives always wins over the file's.
 """
 from networks import build_model, layout_of, single_device_norm_layer
 from utils.checkpoint import load_model, read_checkpoint, state_dict_of
-from utils.cli import UserError, positive_int
+from utils.cli import positive_int
+from utils.errors import UserError
 
 DEFAULTS = {"model": "ccnet", "recurrence": 2, "norm": "syncbn"}
 SETTINGS = ("model", "num_classes", "recurrence", "norm")

@@ -53,7 +53,7 @@ class SegmentationResNet(ResNet):
 
 def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=None, norm_layer=None,
                        norm="syncbn", memory_efficient=False):
-    """A SegmentationResNet in the layout ``norm`` (networks.norms) whose head is make_head(norm_act).
+    """A SegmentationResNet in the layout ``norm`` (networks.norms) whose head is make_head(layout).
 
     norm_layer None means the layout's synchronized norm (SynchronizedBatchNorm2d or InPlaceABNSync);
     ``pretrained_model`` (a path or a state_dict, e.g. the ImageNet backbone) is loaded non-strictly.
@@ -65,7 +65,7 @@ def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=
         raise ValueError(f"memory_efficient needs the norm layers of sync_batchnorm (SynchronizedBatchNorm2d, "
                          f"InPlace-ABN): {layout.norm_layer.__name__} would update its running statistics "
                          "again when recomputed")
-    model = SegmentationResNet(make_head(layout.norm_act), num_classes, layout, criterion, memory_efficient)
+    model = SegmentationResNet(make_head(layout), num_classes, layout, criterion, memory_efficient)
     if pretrained_model is not None:
         load_model(model, pretrained_model)
     return model

@@ -17,12 +17,12 @@ from torch import nn
 import evaluate
 import networks
 from bench.common import peak_mb
-from bench.seed_baseline import seed_sliding_logits
+from bench.upstream_baseline import upstream_sliding_logits
 from dataset.cityscapes_labels import CLASS_NAMES, ID_TO_TRAINID, PALETTE, TRAINID_TO_ID
 from dataset.datasets import IMG_MEAN, CSDataValSet
 from dataset.synthetic import make_synthetic_cityscapes
 from utils.checkpoint import load_model
-from utils.cli import exit_on_user_error
+from utils.errors import exit_on_user_error
 from utils.inference import predict, predict_sliding, predict_whole, sliding_stride, tile_starts
 
 
@@ -61,11 +61,11 @@ def test_sliding_stride_is_two_thirds_of_the_tile_rounded_up():
 
 @torch.no_grad()
 @pytest.mark.parametrize("size,tile", [((40, 56), (16, 24)), ((20, 30), (32, 32)), ((33, 17), (16, 16))])
-def test_sliding_window_matches_the_seed_tile_rule(size, tile):
-    """Against the seed's rule, accumulated per tile in float64 on the host (bench.seed_baseline)."""
+def test_sliding_window_matches_upstream_tile_rule(size, tile):
+    """Against upstream's rule, accumulated per tile in float64 on the host (bench.upstream_baseline)."""
     model = TinySegNet().eval()
     image = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
-    expected = torch.from_numpy(seed_sliding_logits(model, image.numpy(), tile, 4)).permute(0, 3, 1, 2)
+    expected = torch.from_numpy(upstream_sliding_logits(model, image.numpy(), tile, 4)).permute(0, 3, 1, 2)
     assert torch.allclose(predict_sliding(model, image, tile).double(), expected, atol=1e-5, rtol=0)
 
 
@@ -132,7 +132,7 @@ def test_multi_scale_needs_no_more_memory_than_the_largest_scale_alone(flip):
     assert multi <= largest
 
 
-SEED_README_COMMAND = ("--data-dir {data} --recurrence 2 --model ccnet --restore-from {ckpt} --whole Ture "
+UPSTREAM_README_COMMAND = ("--data-dir {data} --recurrence 2 --model ccnet --restore-from {ckpt} --whole Ture "
                        "--gpu 0 --recurrence 2 --batch-size 1")
 
 
@@ -174,9 +174,9 @@ def common_flags(cityscapes, out_dir):
 
 @pytest.fixture(scope="module")
 def whole_run(cityscapes, tmp_path_factory):
-    """The seed README's command (paths replaced, --gpu left out on the CPU) on the val split."""
+    """The command of upstream's README (paths replaced, --gpu left out on the CPU) on the val split."""
     out_dir = tmp_path_factory.mktemp("whole")
-    argv = SEED_README_COMMAND.format(data=cityscapes["root"], ckpt=cityscapes["ckpt"]).split()
+    argv = UPSTREAM_README_COMMAND.format(data=cityscapes["root"], ckpt=cityscapes["ckpt"]).split()
     gpu = argv.index("--gpu")
     argv = argv[:gpu] + argv[gpu + 2:] + ["--data-list", cityscapes["val"], "--Output", f"{out_dir}/",
                                           "--num-workers", "0"]
@@ -185,8 +185,8 @@ def whole_run(cityscapes, tmp_path_factory):
         return {"result": json.load(f), "outputs": out_dir / "outputs"}
 
 
-def test_seed_readme_command_parses_as_whole_with_two_recurrences(cityscapes):
-    argv = SEED_README_COMMAND.format(data=cityscapes["root"], ckpt=cityscapes["ckpt"]).split()
+def test_upstream_readme_command_parses_as_whole_with_two_recurrences(cityscapes):
+    argv = UPSTREAM_README_COMMAND.format(data=cityscapes["root"], ckpt=cityscapes["ckpt"]).split()
     args = evaluate.get_args_parser().parse_args(argv)
     assert (args.whole, args.recurrence, args.batch_size, args.model, args.gpu) == (True, 2, 1, "ccnet", "0")
 
@@ -259,8 +259,8 @@ def test_test_split_label_ids_map_back_to_the_train_ids(cityscapes, tmp_path):
         assert np.array_equal(ID_TO_TRAINID[label_ids], train_ids_of(tmp_path / "outputs" / name))
 
 
-def test_seed_launcher_over_two_processes_equals_one_process(cityscapes, whole_run, tmp_path, free_port):
-    """The seed's run_local.sh line, `python -m torch.distributed.launch --nproc_per_node=4 evaluate.py
+def test_upstream_launcher_over_two_processes_equals_one_process(cityscapes, whole_run, tmp_path, free_port):
+    """Upstream's run_local.sh line, `python -m torch.distributed.launch --nproc_per_node=4 evaluate.py
     ... --gpu 0`, with 2 processes and no --gpu on the CPU. The launcher is torchrun that also
     passes --local-rank to the script, so this covers torchrun too."""
     argv = common_flags(cityscapes, tmp_path) + ["--whole", "true", "--batch-size", "1"]
