@@ -1,5 +1,6 @@
 """Evaluate a CCNet checkpoint on Cityscapes (or Pascal VOC, ADE20K, a folder: --dataset): per-class IoU
-with the dataset's class names, mIoU, pixel accuracy, predicted PNGs in its palette.
+and accuracy with the dataset's class names, mIoU, mean and pixel accuracy, the confusion matrix,
+predicted PNGs in its palette.
 
 CCNet: Criss-Cross Attention for Semantic Segmentation (Huang et al., ICCV 2019). The command of
 upstream's README runs as written (leave out --gpu on a machine without CUDA):
@@ -10,13 +11,16 @@ upstream's README runs as written (leave out --gpu on a machine without CUDA):
 Prediction is sliding-window over --input-size tiles by default, whole-image with --whole true;
 --scales and --flip average the class probabilities over resized and mirrored copies. Under
 torchrun each process evaluates its own share of the images and the confusion matrices are summed.
-Writes <dirname of --Output>/outputs/<name>.png (palette PNG of train ids) and result.txt (JSON
-{"meanIU", "IU_array"}) next to the checkpoint; --test predicts the unlabelled test split and also
+Writes <dirname of --Output>/outputs/<name>.png (palette PNG of train ids), and next to the
+checkpoint result.txt (JSON {"meanIU", "IU_array", "meanAcc", "Acc_array"}) and confusion_matrix.csv
+(pixel counts, rows the true classes, columns the predicted ones; --confusion-figure also draws it
+row-normalized as confusion_matrix.png); --test predicts the unlabelled test split and also
 writes outputs/label_ids/<name>.png in the dataset's label values (Cityscapes: official label ids)
 for the benchmark server. The checkpoint's keys tell its normalization layout (networks.norms), so
 the released official CCNet models, which use InPlace-ABN, evaluate as they are.
 """
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -32,8 +36,9 @@ from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from networks.from_checkpoint import build_from_checkpoint
 from utils.cli import ArgumentParser, label_value, str2bool
-from utils.errors import UserError, exit_on_user_error
+from utils.confusion_files import save_confusion_figure, write_confusion_csv
 from utils.data_parallel import AutocastDataParallel
+from utils.errors import UserError, exit_on_user_error
 from utils.inference import add_inference_arguments, predict
 from utils.metrics import ConfusionMatrix
 from utils.runtime import add_launcher_arguments, add_speed_arguments, autocast, memory_format, setup, teardown
@@ -85,6 +90,9 @@ def get_args_parser():
                          help="predictions go to <dirname of this path>/outputs/")
     outputs.add_argument("--save-pred", action=argparse.BooleanOptionalAction, default=True,
                          help="write the predicted PNGs")
+    outputs.add_argument("--confusion-figure", type=str2bool, nargs="?", const=True, default=False,
+                         help="also draw the row-normalized confusion matrix as confusion_matrix.png next to "
+                              "result.txt")
 
     speed = parser.add_argument_group("speed and devices")
     speed.add_argument("--gpu", type=str, default=None,
@@ -103,6 +111,10 @@ def check_args(args):
         raise UserError(f"--num-workers must be 0 or more, got {args.num_workers}")
     if args.test and not args.save_pred:
         raise UserError("--test only writes predictions; it cannot be combined with --no-save-pred")
+    if args.test and args.confusion_figure:
+        raise UserError("--test has no labels, so no confusion matrix: leave out --confusion-figure")
+    if args.confusion_figure and importlib.util.find_spec("matplotlib") is None:
+        raise UserError("--confusion-figure needs matplotlib: pip install matplotlib")
     if not os.path.isdir(args.data_dir):
         raise UserError(f"data directory not found: {args.data_dir}")
 
@@ -151,19 +163,39 @@ def evaluate(model, loader, info, args, device, out_dir, show_progress):
     return confmat
 
 
-def report(confmat, class_names):
-    """Print per-class IoU, mIoU and pixel accuracy (in %) as a table; null marks a class seen nowhere.
+def class_labels(class_names, num_classes):
+    """The dataset's class names when the model predicts as many classes, else 'class 0', 'class 1', ..."""
+    return list(class_names) if num_classes == len(class_names) else [f"class {i}" for i in range(num_classes)]
 
-    class_names name the classes when there are as many as the matrix has, else they are numbered.
-    """
-    num_classes = confmat.num_classes
-    names = class_names if num_classes == len(class_names) else [f"class {i}" for i in range(num_classes)]
-    rows = list(zip(names, confmat.iou())) + [("mIoU", confmat.mean_iou()),
-                                              ("pixel accuracy", confmat.pixel_accuracy())]
-    width = max(len(name) for name, _ in rows) + 2
-    print(f"{'class':<{width}}IoU")
-    for name, value in rows:
-        print(f"{name:<{width}}{'null' if value is None else f'{100 * value:.2f}'}")
+
+def percent(value):
+    """'12.34' for 0.1234, 'null' for None."""
+    return "null" if value is None else f"{100 * value:.2f}"
+
+
+def report(confmat, names):
+    """Print each class's IoU and accuracy, their means and the pixel accuracy (in %) as a table;
+    null marks a class seen nowhere (IoU) or never labelled (accuracy)."""
+    rows = [(name, percent(iou), percent(accuracy))
+            for name, iou, accuracy in zip(names, confmat.iou(), confmat.class_accuracy())]
+    rows += [("mean (mIoU, mAcc)", percent(confmat.mean_iou()), percent(confmat.mean_accuracy())),
+             ("pixel accuracy", "", percent(confmat.pixel_accuracy()))]
+    width = max(len(name) for name, _, _ in rows) + 2
+    for name, iou, accuracy in [("class", "IoU", "Acc")] + rows:
+        print(f"{name:<{width}}{iou:>7}{accuracy:>8}")
+
+
+def write_results(confmat, names, folder, figure):
+    """Write result.txt (JSON: meanIU, IU_array, meanAcc, Acc_array), confusion_matrix.csv (the counts,
+    rows true and columns predicted classes) and, with figure, confusion_matrix.png into folder."""
+    result = {"meanIU": confmat.mean_iou(), "IU_array": confmat.iou(),
+              "meanAcc": confmat.mean_accuracy(), "Acc_array": confmat.class_accuracy()}
+    with open(os.path.join(folder, "result.txt"), "w") as f:
+        f.write(json.dumps(result))
+    write_confusion_csv(confmat.matrix.cpu(), names, os.path.join(folder, "confusion_matrix.csv"))
+    if figure:
+        fractions = confmat.row_fractions().cpu().numpy()  # (k, k)
+        save_confusion_figure(fractions, names, os.path.join(folder, "confusion_matrix.png"))
 
 
 def main(args):
@@ -198,10 +230,9 @@ def main(args):
             return None
         confmat.all_reduce()
         if runtime.is_main:
-            report(confmat, info.class_names)
-            result = {"meanIU": confmat.mean_iou(), "IU_array": confmat.iou()}
-            with open(os.path.join(os.path.dirname(args.restore_from), "result.txt"), "w") as f:
-                f.write(json.dumps(result))
+            names = class_labels(info.class_names, confmat.num_classes)
+            report(confmat, names)
+            write_results(confmat, names, os.path.dirname(args.restore_from), args.confusion_figure)
         return confmat
     finally:
         teardown()
