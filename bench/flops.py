@@ -231,7 +231,7 @@ def get_args_parser():
     models = parser.add_argument_group("models")
     models.add_argument("--model", choices=list(networks.MODELS), action="append", default=None,
                         help="a model to measure, repeatable (default ccnet on CPU, where a model at 769x769 takes "
-                             "about a minute, every model on GPU)")
+                             "minutes, every model on GPU)")
     models.add_argument("--recurrence", type=int, default=2, help="CCNet's criss-cross attention passes")
     models.add_argument("--num-classes", type=positive_int, default=19, help="classes the models predict")
     sizes = parser.add_argument_group("sizes")
