@@ -13,8 +13,9 @@ torchrun each process evaluates its own share of the images and the confusion ma
 Writes <dirname of --Output>/outputs/<name>.png (palette PNG of train ids) and result.txt (JSON
 {"meanIU", "IU_array"}) next to the checkpoint; --test predicts the unlabelled test split and also
 writes outputs/label_ids/<name>.png in the dataset's label values (Cityscapes: official label ids)
-for the benchmark server. The checkpoint's keys tell its normalization layout (networks.norms), so
-the released official CCNet models, which use InPlace-ABN, evaluate as they are.
+for the benchmark server. The checkpoint's keys tell its layout and depth (networks.norms,
+networks/from_checkpoint.py), so the released official CCNet models (InPlace-ABN) and mmsegmentation's
+model zoo files evaluate as they are; --rescale and --input-size reproduce mmsegmentation's test modes.
 """
 import argparse
 import json
@@ -30,7 +31,7 @@ from tqdm import tqdm
 import networks
 from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
-from networks.from_checkpoint import build_from_checkpoint
+from networks.from_checkpoint import add_align_corners_argument, build_from_checkpoint, describe
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, label_value, str2bool
 from utils.data_parallel import AutocastDataParallel
 from utils.inference import add_inference_arguments, predict
@@ -50,7 +51,7 @@ def whole_flag(text):
 def get_args_parser():
     parser = ArgumentParser(description="Evaluate CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images",
                             allow_abbrev=False)
-    add_dataset_argument(parser)
+    add_dataset_argument(parser, default=None)
     parser.add_argument("--data-dir", type=str, default="cityscapes",
                         help="dataset root (Cityscapes: the folder holding leftImg8bit/ and gtFine/)")
     parser.add_argument("--data-list", type=str, default=None,
@@ -73,8 +74,9 @@ def get_args_parser():
                         help="predict each image in one pass instead of by sliding window")
     parser.add_argument("--model", type=str, default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
     parser.add_argument("--norm", choices=networks.NORMS, default=None,
-                        help="normalization layout: syncbn (the seed's) or inplace-abn (the official CCNet's); "
-                             "default: told by the checkpoint's classifier keys")
+                        help="layout: syncbn (upstream's), inplace-abn (the official CCNet's) or mmseg "
+                             "(mmsegmentation's); default: told by the checkpoint's keys")
+    add_align_corners_argument(parser)
     add_inference_arguments(parser, "the dataset's crop size, 769,769 for cityscapes")
     parser.add_argument("--save-pred", action=argparse.BooleanOptionalAction, default=True,
                         help="write the predicted PNGs")
@@ -131,7 +133,7 @@ def evaluate(model, loader, info, args, device, out_dir, show_progress):
             images, labels, _, names = batch
         images = images.to(device, non_blocking=True, memory_format=memory_format(args.channels_last))  # (N, 3, H, W)
         with autocast(device, args.amp):
-            predictions = predict(model, images, tile_size, args.scales, args.flip).argmax(1)  # (N, H, W)
+            predictions = predict(model, images, tile_size, args.scales, args.flip, args.rescale).argmax(1)  # (N, H, W)
         if confmat is not None:
             confmat.update(predictions, labels)
         if args.save_pred:
@@ -156,19 +158,28 @@ def report(confmat, class_names):
         print(f"{name:<{width}}{'null' if value is None else f'{100 * value:.2f}'}")
 
 
+def dataset_of(args, settings):
+    """The DatasetInfo to evaluate on: --dataset, else the one the checkpoint tells (else cityscapes);
+    --num-classes left unset is the model's, --input-size the dataset's."""
+    args.dataset = args.dataset or settings["dataset"] or "cityscapes"
+    info = get_dataset(args.dataset, args.data_dir)
+    args.num_classes = args.num_classes or settings["num_classes"]
+    fill_defaults(args, info)
+    return info
+
+
 def main(args):
     check_args(args)
-    info = get_dataset(args.dataset, args.data_dir)
-    fill_defaults(args, info)
     runtime = setup(args.gpu)
     try:
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        loader = build_loader(info, args, runtime)
         model, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence,
-                                                args.norm)
+                                                args.norm, align_corners=args.align_corners)
+        info = dataset_of(args, settings)
         if runtime.is_main:
-            print(f"{args.restore_from}: {networks.DESCRIPTIONS[settings['norm']]}")
+            print(f"{args.restore_from}: {describe(settings)}")
+        loader = build_loader(info, args, runtime)
         model.to(runtime.device, memory_format=memory_format(args.channels_last))
         if len(runtime.gpu_ids) > 1:
             model = AutocastDataParallel(model, device_ids=runtime.gpu_ids)

@@ -15,9 +15,10 @@ subfolder it was found in for a folder (street/a/x.png -> a/x); two inputs that 
 same file stop the run before anything is written, and --output is not searched for inputs. A run writes and overwrites its own outputs only.
 
 Prediction goes through utils.inference, as in evaluate.py: whole images by default, --input-size
-sliding windows, --scales, --flip, --amp, --channels-last. Model, classes and recurrence come from
-the checkpoint where it holds them (networks/from_checkpoint.py), from --model, --num-classes and
---recurrence otherwise. An input that cannot be read is named in one line and skipped; the exit
+sliding windows, --rescale, --scales, --flip, --amp, --channels-last. Model, classes, layout and depth
+come from the checkpoint where it holds them (networks/from_checkpoint.py; an official CCNet or
+mmsegmentation file included), from --model, --num-classes and --recurrence otherwise; the colours
+from --dataset, else the dataset the checkpoint tells. An input that cannot be read is named in one line and skipped; the exit
 status is then 1 once every other input is written.
 """
 import os
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from dataset.registry import add_dataset_argument, get_dataset
 from dataset.datasets import IMG_MEAN, normalize, read_image
 from networks.attention_maps import attention_maps, attention_modules, recorded_attention
-from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint
+from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint, describe
 from utils.cli import ArgumentParser, UserError, exit_on_user_error, point, unit_interval
 from utils.inference import add_inference_arguments, predict
 from utils.palette import color_label, palette_image
@@ -54,7 +55,7 @@ def get_args_parser():
     parser = ArgumentParser(description="Segment images, folders and videos with a trained CCNet", allow_abbrev=False)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")
     add_checkpoint_arguments(parser)
-    add_dataset_argument(parser)
+    add_dataset_argument(parser, default=None)
     parser.add_argument("--data-dir", default=None,
                         help="with --dataset folder: the dataset folder whose classes file names the colours")
     parser.add_argument("--output", default="predictions", help="folder for the outputs (created if needed)")
@@ -134,7 +135,8 @@ class Predictor:
     def train_ids(self, image):
         """uint8 (H, W) predicted train ids of a BGR image."""
         with autocast(self.device, self.args.amp):
-            probs = predict(self.network, self.tensor(image), self.args.input_size, self.args.scales, self.args.flip)
+            probs = predict(self.network, self.tensor(image), self.args.input_size, self.args.scales, self.args.flip,
+                            self.args.rescale)
         return probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
     def overlay(self, image, train_ids):
@@ -217,13 +219,13 @@ def main(args):
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise UserError(f"--output {args.output} is a file, not a folder")
     device = parse_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    palette = get_dataset(args.dataset, args.data_dir).palette
-    network, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence)
+    network, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence,
+                                              align_corners=args.align_corners)
+    palette = get_dataset(args.dataset or settings["dataset"] or "cityscapes", args.data_dir).palette
     if args.attention and not attention_modules(network):
         raise UserError(f"--attention needs a network with criss-cross attention, not {settings['model']}")
     network.to(device, memory_format=memory_format(args.channels_last))
-    print(f"{args.restore_from}: {settings['model']}, {settings['num_classes']} classes, "
-          f"recurrence {settings['recurrence']}, {settings['norm']} layout, on {device}")
+    print(f"{args.restore_from}: {describe(settings)}, on {device}")
     predictor = Predictor(network, args, device, palette)
     total = sum(1 if kind == "image" else frame_count(path) for kind, path, _ in jobs)
     bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty())
