@@ -114,9 +114,9 @@ def require_known_head(state, settings, source):
     (a PSPNet's, a DeepLabv3's, ...), naming its keys."""
     if settings["norm"] != "mmseg" or "decode_head.cca.query_conv.weight" in state:
         return
-    head = sorted({".".join(k.split(".")[:3]) for k in state if k.startswith("decode_head.")})
-    shown = ", ".join(head[:6]) + (f" ... (+{len(head) - 6} more)" if len(head) > 6 else "")
-    raise UserError(f"{source} is not an mmsegmentation CCNet: its decode head holds {shown or 'nothing'}, "
+    modules = sorted({k.split(".")[1] for k in state if k.startswith("decode_head.")})
+    shown = ", ".join(f"decode_head.{name}.*" for name in modules) or "no keys"
+    raise UserError(f"{source} is not an mmsegmentation CCNet: its decode head holds {shown}, "
                     "without CCNet's criss-cross attention (decode_head.cca.*)")
 
 
