@@ -22,13 +22,15 @@ from dataset.synthetic import make_synthetic_cityscapes
 from networks.from_checkpoint import build_from_checkpoint, checkpoint_settings, depth_of
 from networks.mmseg_ccnet import MMSEG_MEAN, MMSEG_STD
 from references.einsum import einsum_criss_cross
-from utils.checkpoint import read_checkpoint, read_state_dict
+from utils.checkpoint import load_state, read_checkpoint, read_state_dict
 from utils.cli import UserError, exit_on_user_error
+from utils.inference import predict as predict_probs, rescaled_size
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 # Copies of shared/spec/mmseg/ccnet_r{50,101}-d8_4xb2-80k_cityscapes-769x769.tsv, and the decode heads of
 # mmsegmentation's PSPNet and DeepLabv3 (written from its models the same way, in bench's venv).
-SPECS = {50: DATA / "mmseg_ccnet_r50-d8_cityscapes-769x769.tsv", 101: DATA / "mmseg_ccnet_r101-d8_cityscapes-769x769.tsv"}
+SPECS = {50: DATA / "mmseg_ccnet_r50-d8_cityscapes-769x769.tsv",
+         101: DATA / "mmseg_ccnet_r101-d8_cityscapes-769x769.tsv"}
 OTHER_HEADS = {"pspnet": DATA / "mmseg_pspnet_r50-d8_decode_head.tsv",
                "deeplabv3": DATA / "mmseg_deeplabv3_r50-d8_decode_head.tsv"}
 CONFIG_769 = """dataset_type = 'CityscapesDataset'
@@ -309,25 +311,25 @@ def scenes(tmp_path_factory):
     return root, lists
 
 
-def test_a_zoo_file_fine_tunes_keeps_its_layout_and_resumes(zoo_file, scenes, tmp_path, capsys):
+def test_a_zoo_file_fine_tunes_in_its_layout_which_resume_remembers(zoo_file, scenes, tmp_path, capsys):
     """No layout or depth flag: the keys tell them; the snapshot holds mmsegmentation's keys and --resume
-    continues in the same layout, while --norm syncbn with the zoo file is refused in one line."""
+    takes the stored layout and depth, while --norm syncbn with the zoo file is refused in one line."""
     root, lists = scenes
     flags = ["--data-dir", str(root), "--data-list", lists["train"], "--snapshot-dir", str(tmp_path),
              "--restore-from", str(zoo_file), "--recurrence", "2", "--input-size", "33,33", "--batch-size", "1",
-             "--num-workers", "0", "--print-frequency", "1"]
-    train.main(train.get_args_parser().parse_args(flags + ["--num-steps", "1"]))
-    assert "mmsegmentation's layout" in capsys.readouterr().out
+             "--num-workers", "0", "--print-frequency", "1", "--num-steps", "1"]
+    net = train.main(train.get_args_parser().parse_args(flags))
+    assert f"--restore-from {zoo_file}: ccnet in mmsegmentation's layout" in capsys.readouterr().out
+    assert type(net).__name__ == "EncoderDecoder" and len(net.backbone.layer3) == 6
     snapshot = read_state_dict(tmp_path / "CS_scenes_1.pth")
     assert [k for k, _, _ in keys_shapes_dtypes(snapshot)] == [k for k, _, _ in spec(SPECS[50])]
-    net = train.main(train.get_args_parser().parse_args(flags + ["--num-steps", "2", "--resume",
-                                                                 str(tmp_path / "last.pth")]))
-    assert type(net).__name__ == "EncoderDecoder" and len(net.backbone.layer3) == 6
-    refused = train.get_args_parser().parse_args(flags + ["--num-steps", "1", "--norm", "syncbn",
-                                                          "--snapshot-dir", str(tmp_path / "refused")])
+    resume = train.get_args_parser().parse_args(flags + ["--num-steps", "2", "--resume", str(tmp_path / "last.pth")])
+    load_state(resume.resume, resume, {**vars(train.get_args_parser().parse_args([])), **train.MODEL_DEFAULTS})
+    assert (resume.norm, resume.depth) == ("mmseg", 50)
+    refused = train.get_args_parser().parse_args(flags + ["--norm", "syncbn", "--snapshot-dir", str(tmp_path / "no")])
     with pytest.raises(UserError, match="holds mmsegmentation's layout .*: train it with --norm mmseg"):
         train.main(refused)
-    assert not (tmp_path / "refused").exists()
+    assert not (tmp_path / "no").exists()
 
 
 def test_evaluate_takes_a_zoo_file_as_it_is_and_names_what_it_loaded(zoo_file, scenes, capsys):
@@ -349,3 +351,32 @@ def test_depth_50_builds_the_mit_resnet50_layout(norm):
     assert state["conv1.weight"].shape == (64, 3, 3, 3) and state["layer1.0.conv1.weight"].shape == (64, 128, 1, 1)
     assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
     assert depth_of(state) == 50 and networks.layout_of(state) == norm
+
+
+class HalfResolution(torch.nn.Module):
+    """A stand-in network: (N, 3, H, W) -> [(N, 4, ceil(H/2), ceil(W/2)) logits], resized to the image
+    with ``align_corners``."""
+
+    def __init__(self, align_corners):
+        super().__init__()
+        self.align_corners = align_corners
+        self.conv = torch.nn.Conv2d(3, 4, kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x):
+        return [self.conv(x)]
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_rescale_resizes_as_mmcv_does_and_the_logits_back_with_the_networks_align_corners(align_corners):
+    assert rescaled_size(1024, 2048, (2049, 1025)) == (1025, 2049)  # mmsegmentation's Cityscapes 769x769 test
+    assert rescaled_size(512, 683, (2048, 512)) == (512, 683)
+    assert rescaled_size(300, 401, (2048, 512)) == (512, 684)  # 401 * 512 / 300 = 684.4
+    torch.manual_seed(0)
+    model = HalfResolution(align_corners)
+    images = torch.randn(1, 3, 30, 41)
+    with torch.no_grad():
+        probs = predict_probs(model, images, rescale=(80, 40))
+        view = F.interpolate(images, size=(40, 55), mode="bilinear", align_corners=False)  # factor 4/3
+        logits = F.interpolate(model(view)[0], size=(40, 55), mode="bilinear", align_corners=align_corners)
+        back = F.interpolate(logits, size=(30, 41), mode="bilinear", align_corners=align_corners)
+    torch.testing.assert_close(probs, back.softmax(1), rtol=0, atol=0)
