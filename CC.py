@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["criss_cross_attention", "CrissCrossAttention", "compute_dtype"]
+__all__ = ["criss_cross_attention", "CrissCrossAttention", "compute_dtype", "energy_dtype"]
 
 
 def _rows(x):
@@ -49,8 +49,9 @@ def _join(row_part, col_part, like):
     return torch.add(rows, cols, out=torch.empty_like(like))
 
 
-def _stat_dtype(dtype):
-    """Energies and softmax run in float32 for half types, otherwise in the input dtype."""
+def energy_dtype(dtype):
+    """The dtype of the energies q.k and their softmax for inputs of ``dtype``: float32 for the half
+    types (float16 energies overflow past 65504), otherwise ``dtype`` itself."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
@@ -63,7 +64,7 @@ def _attention(q_rows, k_rows, q_cols, k_cols):
     (float16 overflows past 65504). The softmax runs in place in the energy buffers, so one
     energy-sized buffer is alive besides the attention returned.
     """
-    dtype, stat = q_rows.dtype, _stat_dtype(q_rows.dtype)
+    dtype, stat = q_rows.dtype, energy_dtype(q_rows.dtype)
     a_row = q_rows.mT.to(stat) @ k_rows.to(stat)  # (B, H, W, W) energies
     a_col = q_cols.mT.to(stat) @ k_cols.to(stat)  # (B, W, H, H) energies
     diagonal = torch.arange(a_col.shape[-1], device=a_col.device)
@@ -157,7 +158,7 @@ class _CrissCrossFunction(torch.autograd.Function):
             grad_v = _join(_row_bmm(g_rows, a_row), gv_col, value)
         del gv_col
         if need_qk:
-            stat = _stat_dtype(a_row.dtype)
+            stat = energy_dtype(a_row.dtype)
             # Softmax backward: de = a * (dL/da - sum(a * dL/da)) over the H + W - 1 entries.
             ar, ac, da_row, da_col = a_row.to(stat), a_col.to(stat), da_row.to(stat), da_col.to(stat)
             dot = (ar * da_row).sum(-1) + (ac * da_col).sum(-1).transpose(1, 2)  # (B, H, W)
@@ -243,14 +244,3 @@ class CrissCrossAttention(nn.Module):
             hook(self, *attention)
         return self.gamma * out + x
 
-
-_CC3D_NAMES = ("criss_cross_attention_3d", "CrissCrossAttention3d")
-__all__ += _CC3D_NAMES
-
-
-def __getattr__(name):
-    """The 3D op lives in CC3D.py, which builds on this module: it is imported on first use, not here."""
-    if name in _CC3D_NAMES:
-        import CC3D
-        return getattr(CC3D, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

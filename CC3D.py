@@ -15,7 +15,7 @@ contiguous copies. A volume with an axis of size 1 is a plane, and goes to the 2
 import torch
 import torch.nn as nn
 
-from CC import _stat_dtype, compute_dtype, criss_cross_attention
+from CC import compute_dtype, criss_cross_attention, energy_dtype
 
 __all__ = ["criss_cross_attention_3d", "CrissCrossAttention3d"]
 
@@ -132,7 +132,7 @@ class _CrissCross3dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, keep_value_lines):
-        stat = _stat_dtype(value.dtype)
+        stat = energy_dtype(value.dtype)
         q, k = query.to(stat).contiguous(), key.to(stat).contiguous()
         energies = [_line_matmul(_line_layout(q, axis).mT, _line_layout(k, axis), axis) for axis in range(3)]
         del q, k
@@ -150,7 +150,7 @@ class _CrissCross3dFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         query, key, value, attn, *v_lines = ctx.saved_tensors
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        stat = _stat_dtype(value.dtype)
+        stat = energy_dtype(value.dtype)
         grad_out = grad_out.contiguous()
         grad_q = grad_k = grad_v = None
         grad_attn = []  # dL/da per axis, (B, P, Q, D_axis, D_axis) [query, key]
@@ -213,7 +213,7 @@ class CrissCrossAttention3d(nn.Module):
     """Criss-cross attention over volumes: gamma * CCA3d(q(x), k(x), v(x)) + x.
 
     x: (B, in_dim, D1, D2, D3) -> (B, in_dim, D1, D2, D3). 1x1x1 Conv3d projections named as in the
-    2D module and the seed's 3D modules (query_conv, key_conv with in_dim // 8 channels, value_conv);
+    2D module and upstream's 3D modules (query_conv, key_conv with in_dim // 8 channels, value_conv);
     gamma starts at zero, so the module starts as the identity.
     """
 

@@ -10,8 +10,8 @@
 3. A short speed comparison (forward + backward).
 4. The 3D op (CC3D.py) on volumes: the constant inputs at (6, 12, 16), where each voxel attends to
    6 + 12 + 16 - 2 = 32 voxels, so that the weights 1/32 and their sums are exact in float32; and
-   random inputs against a float64 ground truth from the seed's 3D formulation under plain autograd
-   (references/seed_3d.py).
+   random inputs against a float64 ground truth from upstream's 3D formulation under plain autograd
+   (references/upstream_3d.py).
 Exits with status 1 when our ops miss their tolerances.
 """
 import sys
@@ -19,16 +19,18 @@ import sys
 import torch
 
 from bench.common import float64_truth, median_ms
-from CC import criss_cross_attention, criss_cross_attention_3d
-from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross_3d
-from utils.cli import ArgumentParser, exit_on_user_error
+from CC import criss_cross_attention
+from CC3D import criss_cross_attention_3d
+from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, upstream_criss_cross_3d
+from utils.cli import ArgumentParser
+from utils.errors import exit_on_user_error
 from utils.runtime import device_name, parse_device
 
 REL_TOL = 1e-6
 
 
 def constant_check(fn, device, size=(10, 10)):
-    """Run fn on the seed's constant inputs of spatial size `size`; returns (output, value gradient) in float32."""
+    """Run fn on upstream's constant inputs of spatial size `size`; returns (output, value gradient) in float32."""
     query = torch.ones(1, 8, *size, device=device)
     key = torch.full((1, 8, *size), 2.0, device=device)
     value = torch.full((1, 64, *size), 3.0, device=device, requires_grad=True)
@@ -118,10 +120,10 @@ def main(args):
     if not report_constant("CC3D", criss_cross_attention_3d, device, (6, 12, 16)):
         failures.append("3D constant inputs are not exact")
 
-    print("\n5. 3D op, random inputs, float32 against the seed's 3D formulation in float64: query/key "
+    print("\n5. 3D op, random inputs, float32 against upstream's 3D formulation in float64: query/key "
           "(2, 8, 11, 13, 9), value (2, 64, 11, 13, 9)")
     inputs64, grad64 = random_inputs((11, 13, 9), seed=1)
-    truth = float64_truth(seed_criss_cross_3d, inputs64, grad64)
+    truth = float64_truth(upstream_criss_cross_3d, inputs64, grad64)
     if report_random("CC3D", criss_cross_attention_3d, device, truth, inputs64, grad64) >= REL_TOL:
         failures.append(f"3D random inputs exceed the relative tolerance {REL_TOL:g}")
 
@@ -133,7 +135,8 @@ def main(args):
 
 def get_args_parser():
     parser = ArgumentParser(description="Precision check of the 2D and 3D criss-cross attention ops.")
-    parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
+    device = parser.add_argument_group("device")
+    device.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
     return parser
 
 

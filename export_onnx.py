@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint, describe
-from utils.cli import ArgumentParser, UserError, exit_on_user_error, positive_int
+from utils.cli import ArgumentParser, positive_int
+from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict_whole
 
 OPSET = 18
@@ -83,9 +84,10 @@ def onnx_difference(network, path, images):
 
 def get_args_parser():
     parser = ArgumentParser(description="Export a trained CCNet to ONNX", allow_abbrev=False)
-    add_checkpoint_arguments(parser)
-    parser.add_argument("--output", default="ccnet.onnx", help="the ONNX file to write")
-    parser.add_argument("--opset", type=positive_int, default=OPSET, help="ONNX opset version")
+    add_checkpoint_arguments(parser.add_argument_group("model"))
+    onnx = parser.add_argument_group("ONNX")
+    onnx.add_argument("--output", default="ccnet.onnx", help="the ONNX file to write")
+    onnx.add_argument("--opset", type=positive_int, default=OPSET, help="ONNX opset version")
     return parser
 
 

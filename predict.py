@@ -35,7 +35,8 @@ from dataset.registry import add_dataset_argument, get_dataset
 from dataset.datasets import IMG_MEAN, normalize, read_image
 from networks.attention_maps import attention_maps, attention_modules, recorded_attention
 from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint, describe
-from utils.cli import ArgumentParser, UserError, exit_on_user_error, point, unit_interval
+from utils.cli import ArgumentParser, point, unit_interval
+from utils.errors import UserError, exit_on_user_error
 from utils.inference import add_inference_arguments, predict
 from utils.palette import color_label, palette_image
 from utils.runtime import add_speed_arguments, autocast, memory_format, parse_device
@@ -54,17 +55,22 @@ class Unreadable(Exception):
 def get_args_parser():
     parser = ArgumentParser(description="Segment images, folders and videos with a trained CCNet", allow_abbrev=False)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")
-    add_checkpoint_arguments(parser)
-    add_dataset_argument(parser, default=None)
-    parser.add_argument("--data-dir", default=None,
-                        help="with --dataset folder: the dataset folder whose classes file names the colours")
-    parser.add_argument("--output", default="predictions", help="folder for the outputs (created if needed)")
-    add_inference_arguments(parser, "each image whole")
-    add_speed_arguments(parser)
-    parser.add_argument("--device", type=str, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
-    parser.add_argument("--alpha", type=unit_interval, default=0.5, help="weight of the colours in the overlay")
-    parser.add_argument("--attention", type=point, action="append", default=[], metavar="Y,X",
-                        help="draw the attention of this pixel (repeatable) in <name>_attention.png")
+    add_checkpoint_arguments(parser.add_argument_group("model"))
+    data = parser.add_argument_group("classes and colours")
+    add_dataset_argument(data, default=None)
+    data.add_argument("--data-dir", default=None,
+                      help="with --dataset folder: the dataset folder whose classes file names the colours "
+                           "(default: none)")
+    add_inference_arguments(parser.add_argument_group("inference"), "each image whole")
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--output", default="predictions", help="folder for the outputs (created if needed)")
+    outputs.add_argument("--alpha", type=unit_interval, default=0.5, help="weight of the colours in the overlay")
+    outputs.add_argument("--attention", type=point, action="append", default=[], metavar="Y,X",
+                         help="draw the attention of this pixel (repeatable) in <name>_attention.png "
+                              "(default: none)")
+    speed = parser.add_argument_group("speed and devices")
+    speed.add_argument("--device", type=str, default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    add_speed_arguments(speed)
     return parser
 
 

@@ -1,5 +1,5 @@
 """Train CCNet (Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation", ICCV 2019)
-on Cityscapes with the seed's command line, or on Pascal VOC, ADE20K or a folder of your own (--dataset).
+on Cityscapes with upstream's command line, or on Pascal VOC, ADE20K or a folder of your own (--dataset).
 
 Runs on one GPU or the CPU, on several GPUs of one process (``--gpu 0,1,2,3``: DataParallel with
 synchronized BN), or under torchrun (DistributedDataParallel, one process per GPU or CPU worker).
@@ -24,7 +24,8 @@ from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
 from networks.from_checkpoint import depth_of, describe, require_known_head, weights_of
 from utils.checkpoint import load_model, load_state, restore_state, rng_state, save_atomic, save_state
-from utils.cli import ArgumentParser, UserError, exit_on_user_error, label_value, size_pair, str2bool
+from utils.cli import ArgumentParser, label_value, size_pair, str2bool
+from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict_whole
 from utils.logger import TrainLogger
 from utils.losses import CriterionDSN, CriterionOhemDSN
@@ -34,62 +35,80 @@ from utils.runtime import (add_launcher_arguments, add_speed_arguments, all_gath
 
 def get_args_parser():
     parser = ArgumentParser(description="Train CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images.")
-    add_dataset_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="images per iteration, in total over all GPUs and processes")
-    parser.add_argument("--data-dir", default="cityscapes", help="dataset root directory")
-    parser.add_argument("--data-list", default=None,
-                        help="list of training image/label pairs, relative to --data-dir (default: the dataset's "
-                             "training split; for cityscapes ./dataset/list/cityscapes/train.lst)")
-    parser.add_argument("--ignore-label", type=label_value, default=255, help="label value left out of the loss")
-    parser.add_argument("--input-size", type=size_pair, default=None,
-                        help="crop size HEIGHT,WIDTH (default: the dataset's, 769,769 for cityscapes)")
-    parser.add_argument("--is-training", action="store_true",
-                        help="accepted for compatibility with the seed; BN statistics are always updated")
-    parser.add_argument("--learning-rate", type=float, default=1e-2, help="base learning rate of the poly schedule")
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    parser.add_argument("--not-restore-last", action="store_true",
-                        help="re-initialise the two classifier layers after --restore-from (for another class set)")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="number of classes (default: the dataset's, 19 for cityscapes)")
-    parser.add_argument("--start-iters", type=int, default=0, help="iteration to start the schedule from")
-    parser.add_argument("--num-steps", type=int, default=40000, help="number of training iterations")
-    parser.add_argument("--print-frequency", type=int, default=50,
-                        help="iterations between log lines when stdout is not a terminal")
-    parser.add_argument("--power", type=float, default=0.9, help="exponent of the poly learning-rate decay")
-    parser.add_argument("--random-mirror", action="store_true", help="randomly mirror the training crops")
-    parser.add_argument("--random-scale", action="store_true", help="randomly rescale the training images")
-    parser.add_argument("--random-seed", type=int, default=12345, help="seed of every random stream")
-    parser.add_argument("--restore-from", default="./dataset/MS_DeepLab_resnet_pretrained_init.pth",
-                        help="ImageNet or CCNet weights to start from ('none' or '' trains from scratch)")
-    parser.add_argument("--save-num-images", type=int, default=2, help="images shown in tensorboard")
-    parser.add_argument("--save-pred-every", type=int, default=30000,
-                        help="iterations between snapshots and tensorboard images")
-    parser.add_argument("--snapshot-dir", default="./snapshots/", help="where snapshots are written")
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
-    parser.add_argument("--gpu", default=None, help="GPU ids, e.g. 0,1,2,3 (default: cuda:0 if present, else CPU)")
-    parser.add_argument("--model", default="ccnet", help="network name, e.g. ccnet")
-    parser.add_argument("--norm", choices=networks.NORMS, default=None,
-                        help="layout: syncbn (upstream's BatchNorm + ReLU), inplace-abn (the official CCNet's "
-                             "InPlace-ABN) or mmseg (mmsegmentation's CCNet, ImageNet weights: resnet50_v1c or "
-                             "resnet101_v1c); default: told by the --restore-from keys, else syncbn")
-    parser.add_argument("--depth", type=int, choices=tuple(networks.DEPTHS), default=None,
-                        help="ResNet depth (ImageNet weights: resnet50-imagenet.pth or resnet101-imagenet.pth); "
-                             "default: told by the --restore-from keys, else 101")
-    parser.add_argument("--num-workers", type=int, default=8, help="data-loading worker processes")
-    parser.add_argument("--recurrence", type=int, default=0, help="criss-cross attention passes")
-    parser.add_argument("--ohem", type=str2bool, default=False, help="online hard example mining loss (1/0)")
-    parser.add_argument("--ohem-thres", type=float, default=0.6,
-                        help="OHEM keeps pixels whose true-class probability is below this")
-    parser.add_argument("--ohem-keep", type=int, default=200000, help="OHEM keeps at least this many pixels")
-    parser.add_argument("--resume", default=None,
-                        help="continue from a training state (<snapshot-dir>/last.pth); --restore-from is then not read")
-    add_speed_arguments(parser)
-    parser.add_argument("--memory-efficient", type=str2bool, nargs="?", const=True, default=False,
-                        help="recompute activations in backward instead of keeping them: the same loss, gradients "
-                             "and BN statistics in far less memory, for some extra time")
-    parser.add_argument("--log-dir", default=None, help="tensorboardX directory (default: --snapshot-dir)")
-    add_launcher_arguments(parser)
+    data = parser.add_argument_group("data")
+    add_dataset_argument(data)
+    data.add_argument("--data-dir", default="cityscapes", help="dataset root directory")
+    data.add_argument("--data-list", default=None,
+                      help="list of training image/label pairs, relative to --data-dir (default: the dataset's "
+                           "training split; for cityscapes ./dataset/list/cityscapes/train.lst)")
+    data.add_argument("--ignore-label", type=label_value, default=255, help="label value left out of the loss")
+    data.add_argument("--input-size", type=size_pair, default=None,
+                      help="crop size HEIGHT,WIDTH (default: the dataset's, 769,769 for cityscapes)")
+    data.add_argument("--random-mirror", action="store_true", help="randomly mirror the training crops")
+    data.add_argument("--random-scale", action="store_true", help="randomly rescale the training images")
+    data.add_argument("--random-seed", type=int, default=12345,
+                      help="seed of every random stream (data order, augmentation, initialisation, dropout)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
+    model.add_argument("--num-classes", type=int, default=None,
+                       help="number of classes (default: the dataset's, 19 for cityscapes)")
+    model.add_argument("--recurrence", type=int, default=0, help="criss-cross attention passes")
+    model.add_argument("--norm", choices=networks.NORMS, default=None,
+                       help="layout: syncbn (upstream's BatchNorm + ReLU), inplace-abn (the official CCNet's "
+                            "InPlace-ABN) or mmseg (mmsegmentation's CCNet; ImageNet weights: resnet50_v1c or "
+                            "resnet101_v1c); default: told by the --restore-from keys, else syncbn")
+    model.add_argument("--depth", type=int, choices=tuple(networks.DEPTHS), default=None,
+                       help="ResNet depth (ImageNet weights: resnet50-imagenet.pth or resnet101-imagenet.pth, or "
+                            "the v1c files for mmseg); default: told by the --restore-from keys, else 101")
+    model.add_argument("--is-training", action="store_true",
+                       help="accepted for compatibility with upstream; BN statistics are always updated")
+
+    optimization = parser.add_argument_group("optimization")
+    optimization.add_argument("--batch-size", type=int, default=8,
+                              help="images per iteration, in total over all GPUs and processes")
+    optimization.add_argument("--num-steps", type=int, default=40000, help="number of training iterations")
+    optimization.add_argument("--start-iters", type=int, default=0, help="iteration to start the schedule from")
+    optimization.add_argument("--learning-rate", type=float, default=1e-2,
+                              help="base learning rate of the poly schedule")
+    optimization.add_argument("--power", type=float, default=0.9, help="exponent of the poly learning-rate decay")
+    optimization.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    optimization.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    optimization.add_argument("--ohem", type=str2bool, default=False,
+                              help="online hard example mining loss (1/0)")
+    optimization.add_argument("--ohem-thres", type=float, default=0.6,
+                              help="OHEM keeps pixels whose true-class probability is below this")
+    optimization.add_argument("--ohem-keep", type=int, default=200000, help="OHEM keeps at least this many pixels")
+
+    checkpoints = parser.add_argument_group("checkpoints and resume")
+    checkpoints.add_argument("--restore-from", default="./dataset/MS_DeepLab_resnet_pretrained_init.pth",
+                             help="ImageNet or CCNet weights to start from ('none' or '' trains from scratch)")
+    checkpoints.add_argument("--not-restore-last", action="store_true",
+                             help="re-initialise the two classifier layers after --restore-from "
+                                  "(for another class set)")
+    checkpoints.add_argument("--snapshot-dir", default="./snapshots/", help="where snapshots are written")
+    checkpoints.add_argument("--save-pred-every", type=int, default=30000,
+                             help="iterations between snapshots and tensorboard images")
+    checkpoints.add_argument("--resume", default=None,
+                             help="continue from a training state (<snapshot-dir>/last.pth); --restore-from is "
+                                  "then not read (default: start a new run)")
+
+    logging = parser.add_argument_group("logging")
+    logging.add_argument("--log-dir", default=None, help="tensorboardX directory (default: --snapshot-dir)")
+    logging.add_argument("--print-frequency", type=int, default=50,
+                         help="iterations between log lines when stdout is not a terminal")
+    logging.add_argument("--save-num-images", type=int, default=2, help="images shown in tensorboard")
+
+    speed = parser.add_argument_group("speed and devices")
+    speed.add_argument("--gpu", default=None,
+                       help="GPU ids, e.g. 0,1,2,3 (default: cuda:0 if present, else the CPU)")
+    speed.add_argument("--num-workers", type=int, default=8, help="data-loading worker processes")
+    add_speed_arguments(speed)
+    speed.add_argument("--memory-efficient", type=str2bool, nargs="?", const=True, default=False,
+                       help="recompute activations in backward instead of keeping them: the same loss, gradients "
+                            "and BN statistics in far less memory, for some extra time")
+
+    add_launcher_arguments(parser.add_argument_group("launchers"))
     return parser
 
 

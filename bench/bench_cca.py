@@ -5,12 +5,12 @@
     python bench/bench_cca.py --device cuda --amp  # bf16 inputs under bf16 autocast, as in a model under --amp
 
 Formulations: ours (CC.py), ours under torch.compile (on the GPU by default), and those of
-references/: the seed's bmm/permute one, the einsum one of mmcv >= 1.3.13, and the CUDA reference
+references/: upstream's bmm/permute one, the einsum one of mmcv >= 1.3.13, and the CUDA reference
 where it can be built. Query and key have C // 8 channels, as in CCNet.
 
 The forward's memory-bandwidth floor is the time to read query, key and value once and write the
 output once, in the inputs' dtype (float32, or bfloat16 under --amp), at the bandwidth of a large
-device-to-device copy measured in the same run. "x best public" is the fastest of the seed's and the
+device-to-device copy measured in the same run. "x best public" is the fastest of upstream's and the
 einsum formulation's forward + backward time over the row's. The formulations are timed in
 interleaved rounds, so that a change of the machine's load hits them alike.
 """
@@ -21,15 +21,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (ERROR_COLUMNS, attention_rows, fill_defaults, median_ms, print_table,  # noqa: E402
-                          save_record, set_tf32)
+from bench.common import (ERROR_COLUMNS, add_json_argument, add_measurement_arguments, attention_rows,  # noqa: E402
+                          fill_defaults, median_ms, print_table, save_record, set_tf32)
 from CC import criss_cross_attention  # noqa: E402
-from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, seed_criss_cross  # noqa: E402
+from references import criss_cross_cuda, cuda_reference_status, einsum_criss_cross, upstream_criss_cross  # noqa: E402
 from utils.cli import ArgumentParser, positive_int, size_pair, str2bool  # noqa: E402
 from utils.runtime import device_name  # noqa: E402
 
 
-PUBLIC = ("seed bmm/permute", "mmcv einsum")
+PUBLIC = ("upstream bmm/permute", "mmcv einsum")
 COMPILED = "ours, torch.compile"
 
 
@@ -62,7 +62,7 @@ def main(args):
     formulations = {"ours (CC.py)": criss_cross_attention}
     if args.compile:
         formulations[COMPILED] = torch.compile(criss_cross_attention)
-    formulations.update({PUBLIC[0]: seed_criss_cross, PUBLIC[1]: einsum_criss_cross})
+    formulations.update({PUBLIC[0]: upstream_criss_cross, PUBLIC[1]: einsum_criss_cross})
     available, reason = cuda_reference_status()
     if device.type == "cuda" and available:
         formulations["CUDA reference"] = criss_cross_cuda
@@ -97,15 +97,15 @@ def main(args):
 
 def get_args_parser():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--batch", type=positive_int, default=None, help="batch size (default 2 on CPU, 4 on GPU)")
-    parser.add_argument("--channels", type=int, default=512, help="value channels; query/key get C // 8")
-    parser.add_argument("--size", type=size_pair, default=None, help="H,W (default 65,65 on CPU, 97,97 on GPU)")
-    parser.add_argument("--amp", action="store_true", help="run every formulation under bf16 autocast")
-    parser.add_argument("--compile", type=str2bool, default=None,
-                        help="add a torch.compile row of ours (1/0; default 1 on GPU, 0 on CPU)")
-    parser.add_argument("--repeat", type=positive_int, default=None, help="timed runs per figure (median)")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    sizes = parser.add_argument_group("sizes")
+    sizes.add_argument("--batch", type=positive_int, default=None, help="batch size (default 2 on CPU, 4 on GPU)")
+    sizes.add_argument("--channels", type=int, default=512, help="value channels; query/key get C // 8")
+    sizes.add_argument("--size", type=size_pair, default=None, help="H,W (default 65,65 on CPU, 97,97 on GPU)")
+    measurement = add_measurement_arguments(parser, "timed runs per figure, median (default 7 CPU, 50 GPU)")
+    measurement.add_argument("--amp", action="store_true", help="run every formulation under bf16 autocast")
+    measurement.add_argument("--compile", type=str2bool, default=None,
+                             help="add a torch.compile row of ours (1/0; default 1 on GPU, 0 on CPU)")
+    add_json_argument(parser)
     return parser
 
 

@@ -4,7 +4,7 @@
     python bench/bench_cca3d.py --size 48,64,56            # a larger volume
     python bench/bench_cca3d.py --device cuda --json out.json
 
-Formulations: ours (CC3D.py) and the seed's three (references/seed_3d.py). Query and key have
+Formulations: ours (CC3D.py) and upstream's three (references/upstream_3d.py). Query and key have
 C // 8 channels, as in CCNet. Times are medians of interleaved rounds (every formulation once per
 round), so that a load change on a shared machine hits them alike; the error is the relative norm
 error of the float32 output and gradients against ours in float64.
@@ -17,15 +17,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common  # noqa: E402
-from bench.common import (ERROR_COLUMNS, attention_rows, benchmark_device, print_table,  # noqa: E402
-                          save_record)
-from CC import criss_cross_attention_3d  # noqa: E402
-from references import seed_criss_cross_3d, seed_criss_cross_3d1, seed_criss_cross_3d2  # noqa: E402
-from utils.cli import ArgumentParser, exit_on_user_error, positive_int, size_triple  # noqa: E402
+from bench.common import (ERROR_COLUMNS, add_json_argument, add_measurement_arguments, attention_rows,  # noqa: E402
+                          benchmark_device, print_table, save_record)
+from CC3D import criss_cross_attention_3d  # noqa: E402
+from references import upstream_criss_cross_3d, upstream_criss_cross_3d1, upstream_criss_cross_3d2  # noqa: E402
+from utils.cli import ArgumentParser, positive_int, size_triple  # noqa: E402
+from utils.errors import exit_on_user_error  # noqa: E402
 from utils.runtime import device_name  # noqa: E402
 
-FORMULATIONS = {"ours (CC3D.py)": criss_cross_attention_3d, "seed CrissCrossAttention3D": seed_criss_cross_3d,
-                "seed CrissCrossAttention3D1": seed_criss_cross_3d1, "seed CrissCrossAttention3D2": seed_criss_cross_3d2}
+FORMULATIONS = {"ours (CC3D.py)": criss_cross_attention_3d,
+                "upstream CrissCrossAttention3D": upstream_criss_cross_3d,
+                "upstream CrissCrossAttention3D1": upstream_criss_cross_3d1,
+                "upstream CrissCrossAttention3D2": upstream_criss_cross_3d2}
 
 
 def main(args):
@@ -49,13 +52,14 @@ def main(args):
 
 def get_args_parser():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--batch", type=positive_int, default=2, help="volumes per batch")
-    parser.add_argument("--channels", type=positive_int, default=64, help="value channels; query/key get C // 8")
-    parser.add_argument("--size", type=size_triple, default=None, help="D1,D2,D3 (default 32,48,40 on CPU, 64,96,80 on GPU)")
-    parser.add_argument("--repeat", type=positive_int, default=None, help="timed rounds, median (default 5 CPU, 20 GPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 1 CPU, 3 GPU)")
-    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    sizes = parser.add_argument_group("sizes")
+    sizes.add_argument("--batch", type=positive_int, default=2, help="volumes per batch")
+    sizes.add_argument("--channels", type=positive_int, default=64, help="value channels; query/key get C // 8")
+    sizes.add_argument("--size", type=size_triple, default=None,
+                       help="D1,D2,D3 (default 32,48,40 on CPU, 64,96,80 on GPU)")
+    add_measurement_arguments(parser, "timed rounds, median (default 5 CPU, 20 GPU)",
+                              "untimed rounds first (default 1 CPU, 3 GPU)")
+    add_json_argument(parser)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""CCNet (R=2) inference throughput against the seed's evaluation, and fp32/bf16 prediction agreement.
+"""CCNet (R=2) inference throughput against upstream's evaluation, and fp32/bf16 prediction agreement.
 
     python bench/bench_eval.py                                       # CPU: 129x257 image, 97x97 tiles
     python bench/bench_eval.py --device cuda --json bench_eval.json  # GPU: 1024x2048 image, 769x769 tiles
@@ -7,7 +7,7 @@
 Throughput: images/s of whole-image and sliding-window prediction of one synthetic image, from a
 host tensor to host class ids, as evaluate.py does it (utils.inference.predict, argmax on the
 device) in strict fp32, under bf16 autocast, and under bf16 autocast with channels_last; beside
-the seed's evaluate.py path (bench.seed_baseline.seed_predict, fp32). All rows share the same
+upstream's evaluate.py path (bench.upstream_baseline.upstream_predict, fp32). All rows share the same
 random weights and are timed in interleaved rounds.
 
 Agreement: the fraction of pixels of the synthetic validation set (dataset.synthetic, or
@@ -28,13 +28,14 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import networks  # noqa: E402
 from bench import common  # noqa: E402
-from bench.common import (NUM_CLASSES, benchmark_device, interleaved_median_ms, print_table,  # noqa: E402
-                          save_record, set_tf32, with_tf32)
-from bench.seed_baseline import seed_predict, to_seed_style  # noqa: E402
+from bench.common import (NUM_CLASSES, add_json_argument, add_measurement_arguments, benchmark_device,  # noqa: E402
+                          interleaved_median_ms, print_table, save_record, set_tf32, with_tf32)
+from bench.upstream_baseline import to_upstream_style, upstream_predict  # noqa: E402
 from dataset.datasets import IMG_MEAN, CSDataValSet  # noqa: E402
 from dataset.synthetic import make_synthetic_cityscapes  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
-from utils.cli import ArgumentParser, UserError, exit_on_user_error, positive_int, size_pair  # noqa: E402
+from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
+from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.inference import predict  # noqa: E402
 from utils.runtime import autocast, device_name, memory_format  # noqa: E402
 
@@ -62,15 +63,15 @@ def our_predictor(model, images, tile_size, amp, channels_last, device):
 
 
 def throughput(args, device):
-    """Rows of ms and images/s per (mode, configuration), the seed-style row first in each mode."""
+    """Rows of ms and images/s per (mode, configuration), the upstream-style row first in each mode."""
     model = build(args, device)
-    seed_model = to_seed_style(copy.deepcopy(model)).eval()
+    upstream_model = to_upstream_style(copy.deepcopy(model)).eval()
     images = torch.randn(args.batch, 3, *args.image_size, generator=torch.Generator().manual_seed(0))
     host = images.numpy()
     rows, fns = [], []
     for mode, tile in (("whole", None), ("sliding", args.tile)):
-        configs = [("seed-style baseline, fp32", False, lambda t=tile: seed_predict(
-                        seed_model, host, t or args.image_size, NUM_CLASSES)),
+        configs = [("upstream-style baseline, fp32", False, lambda t=tile: upstream_predict(
+                        upstream_model, host, t or args.image_size, NUM_CLASSES)),
                    ("ours, fp32", False, our_predictor(model, images, tile, False, False, device)),
                    ("ours, bf16 autocast", True, our_predictor(model, images, tile, True, False, device)),
                    ("+ channels_last", True, our_predictor(model, images, tile, True, True, device))]
@@ -149,26 +150,27 @@ def main(args):
 
 def get_args_parser():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--batch", type=positive_int, default=1, help="images per prediction")
-    parser.add_argument("--image-size", type=size_pair, default=None,
-                        help="HEIGHT,WIDTH of the image (default 129,257 on CPU, 1024,2048 on GPU)")
-    parser.add_argument("--tile", type=size_pair, default=None,
-                        help="sliding-window tile HEIGHT,WIDTH (default 97,97 on CPU, 769,769 on GPU)")
-    parser.add_argument("--recurrence", type=int, default=2, help="criss-cross attention passes")
-    parser.add_argument("--restore-from", default=None,
-                        help="CCNet checkpoint (required by --agreement; throughput uses random weights without)")
-    parser.add_argument("--repeat", type=positive_int, default=None, help="timed rounds, median (default 3 CPU, 20 GPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 1 CPU, 3 GPU)")
-    parser.add_argument("--agreement", action="store_true",
-                        help="measure fp32 vs bf16 prediction agreement instead of throughput")
-    parser.add_argument("--data-dir", default=None,
-                        help="agreement: Cityscapes-layout root (default: write a synthetic one to a temp dir)")
-    parser.add_argument("--data-list", default="list/val.lst", help="agreement: list file under --data-dir")
-    parser.add_argument("--num-val", type=int, default=10, help="agreement: synthetic validation images")
-    parser.add_argument("--synthetic-size", type=size_pair, default=(256, 512),
-                        help="agreement: synthetic image HEIGHT,WIDTH")
-    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    sizes = parser.add_argument_group("sizes")
+    sizes.add_argument("--batch", type=positive_int, default=1, help="images per prediction")
+    sizes.add_argument("--image-size", type=size_pair, default=None,
+                       help="HEIGHT,WIDTH of the image (default 129,257 on CPU, 1024,2048 on GPU)")
+    sizes.add_argument("--tile", type=size_pair, default=None,
+                       help="sliding-window tile HEIGHT,WIDTH (default 97,97 on CPU, 769,769 on GPU)")
+    sizes.add_argument("--recurrence", type=int, default=2, help="criss-cross attention passes")
+    sizes.add_argument("--restore-from", default=None,
+                       help="CCNet checkpoint, required by --agreement (default: random weights, for throughput)")
+    add_measurement_arguments(parser, "timed rounds, median (default 3 CPU, 20 GPU)",
+                              "untimed rounds first (default 1 CPU, 3 GPU)")
+    agreement = parser.add_argument_group("agreement")
+    agreement.add_argument("--agreement", action="store_true",
+                           help="measure fp32 vs bf16 prediction agreement instead of throughput")
+    agreement.add_argument("--data-dir", default=None,
+                           help="agreement: Cityscapes-layout root (default: write a synthetic one to a temp dir)")
+    agreement.add_argument("--data-list", default="list/val.lst", help="agreement: list file under --data-dir")
+    agreement.add_argument("--num-val", type=int, default=10, help="agreement: synthetic validation images")
+    agreement.add_argument("--synthetic-size", type=size_pair, default=(256, 512),
+                           help="agreement: synthetic image HEIGHT,WIDTH")
+    add_json_argument(parser)
     return parser
 
 

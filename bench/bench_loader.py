@@ -82,19 +82,21 @@ def main(args):
         ]
         print(f"1024x2048 -> {crop[0]}x{crop[1]} crops, random scale and mirror, cv2 threads {args.cv2_threads}, "
               f"{args.iters} samples")
-        print(f"{'':18s} {'seed recipe img/s':>18s} {'CSDataSet img/s':>16s} {'speed-up':>9s}")
+        print(f"{'':18s} {'upstream recipe img/s':>21s} {'CSDataSet img/s':>16s} {'speed-up':>9s}")
         for name, baseline, ours in rows:
             base_ips = images_per_second(baseline, len(decoded), args.iters)
             our_ips = images_per_second(ours, len(decoded), args.iters)
-            print(f"{name:18s} {base_ips:18.2f} {our_ips:16.2f} {our_ips / base_ips:8.1f}x")
+            print(f"{name:18s} {base_ips:21.2f} {our_ips:16.2f} {our_ips / base_ips:8.1f}x")
 
 
 def get_args_parser():
     parser = ArgumentParser(description="Images/s of CSDataSet.__getitem__ at Cityscapes size.")
-    parser.add_argument("--iters", type=int, default=20, help="samples timed per row and loader")
-    parser.add_argument("--num-images", type=int, default=4, help="synthetic 1024x2048 images to cycle through")
-    parser.add_argument("--crop", type=int, default=769)
-    parser.add_argument("--cv2-threads", type=int, default=1, help="OpenCV threads (1 = one DataLoader worker)")
+    sizes = parser.add_argument_group("sizes")
+    sizes.add_argument("--num-images", type=int, default=4, help="synthetic 1024x2048 images to cycle through")
+    sizes.add_argument("--crop", type=int, default=769, help="square crop size of the training recipe")
+    measurement = parser.add_argument_group("measurement")
+    measurement.add_argument("--iters", type=int, default=20, help="samples timed per row and loader")
+    measurement.add_argument("--cv2-threads", type=int, default=1, help="OpenCV threads (1 = one DataLoader worker)")
     return parser
 
 

@@ -1,10 +1,10 @@
-"""One CCNet (R=2) training step, configuration by configuration, against the seed's step.
+"""One CCNet (R=2) training step, configuration by configuration, against upstream's step.
 
     python bench/bench_train.py                                        # CPU: 97x97 crop, batch 1
     python bench/bench_train.py --device cuda --json bench_train.json  # GPU: 769x769 crop, batch 2
 
 A step is forward, OHEM + DSN loss, backward and SGD on synthetic images and labels. Rows:
-the seed-style baseline (bmm/permute attention, numpy/scipy OHEM on the host, fp32, plain BN);
+the upstream-style baseline (bmm/permute attention, numpy/scipy OHEM on the host, fp32, plain BN);
 then this project in strict fp32, the same with checkpointed segments (train.py --memory-efficient),
 + TF32 (CUDA only), + bf16 autocast (train.py --amp), + channels_last (train.py --channels-last),
 + torch.compile (on the GPU by default, on the CPU with --compile 1). Every row starts from the
@@ -24,19 +24,21 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import networks  # noqa: E402
 from bench import common  # noqa: E402
-from bench.common import (IGNORE_LABEL, NUM_CLASSES, benchmark_device, interleaved_median_ms,  # noqa: E402
-                          peak_mb, print_table, save_record, set_tf32, with_tf32)
-from bench.seed_baseline import SeedCriterionOhemDSN, to_seed_style  # noqa: E402
+from bench.common import (IGNORE_LABEL, NUM_CLASSES, add_json_argument, add_measurement_arguments,  # noqa: E402
+                          benchmark_device, interleaved_median_ms, peak_mb, print_table, save_record, set_tf32,
+                          with_tf32)
+from bench.upstream_baseline import UpstreamCriterionOhemDSN, to_upstream_style  # noqa: E402
 from sync_batchnorm import convert_model  # noqa: E402
-from utils.cli import ArgumentParser, exit_on_user_error, positive_int, size_pair, str2bool  # noqa: E402
+from utils.cli import ArgumentParser, positive_int, size_pair, str2bool  # noqa: E402
+from utils.errors import exit_on_user_error  # noqa: E402
 from utils.losses import CriterionOhemDSN  # noqa: E402
 from utils.runtime import autocast, device_name, memory_format  # noqa: E402
 
 def configurations(device, compile_model):
-    """The benchmark rows: (name, seed-style, TF32, AMP bf16, channels_last, compile, memory-efficient),
+    """The benchmark rows: (name, upstream-style, TF32, AMP bf16, channels_last, compile, memory-efficient),
     or a skip note."""
     on_gpu = device.type == "cuda"
-    rows = [("seed-style baseline, fp32", True, False, False, False, False, False),
+    rows = [("upstream-style baseline, fp32", True, False, False, False, False, False),
             ("ours, fp32", False, False, False, False, False, False),
             ("ours, fp32, memory-efficient", False, False, False, False, False, True),
             ("+ TF32", False, True, False, False, False, False) if on_gpu else ("+ TF32", "CUDA only"),
@@ -82,10 +84,10 @@ def peak_memory_mb(step, net, optimizer, device):
 
 def prepare(initial, config, images, labels, args, device):
     """(model, optimizer, step closure) of one configuration, from a copy of the initial weights."""
-    _, seed_style, _, amp, channels_last, compiled, memory_efficient = config
+    _, upstream_style, _, amp, channels_last, compiled, memory_efficient = config
     net = copy.deepcopy(initial)
-    if seed_style:
-        to_seed_style(net, SeedCriterionOhemDSN(IGNORE_LABEL, args.ohem_thres, args.ohem_keep))
+    if upstream_style:
+        to_upstream_style(net, UpstreamCriterionOhemDSN(IGNORE_LABEL, args.ohem_thres, args.ohem_keep))
     if memory_efficient:  # synchronized BN keeps its statistics when recomputed; alone, it is plain BN
         net = convert_model(net)
         net.memory_efficient = True
@@ -151,19 +153,18 @@ def main(args):
 
 def get_args_parser():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--batch", type=positive_int, default=None, help="images per step (default 1 on CPU, 2 on GPU)")
-    parser.add_argument("--size", type=size_pair, default=None,
-                        help="crop HEIGHT,WIDTH (default 97,97 on CPU, 769,769 on GPU)")
-    parser.add_argument("--recurrence", type=int, default=2, help="criss-cross attention passes")
-    parser.add_argument("--ohem-thres", type=float, default=0.7, help="OHEM probability threshold")
-    parser.add_argument("--ohem-keep", type=int, default=100000, help="OHEM keeps at least this many pixels")
-    parser.add_argument("--compile", type=str2bool, default=None,
-                        help="add a torch.compile row (1/0; default 1 on GPU, 0 on CPU)")
-    parser.add_argument("--repeat", type=positive_int, default=None, help="timed steps per row, median (default 3 CPU, 20 GPU)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed rounds first, which also compile (default 1 CPU, 5 GPU)")
-    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    sizes = parser.add_argument_group("sizes")
+    sizes.add_argument("--batch", type=positive_int, default=None, help="images per step (default 1 on CPU, 2 on GPU)")
+    sizes.add_argument("--size", type=size_pair, default=None,
+                       help="crop HEIGHT,WIDTH (default 97,97 on CPU, 769,769 on GPU)")
+    sizes.add_argument("--recurrence", type=int, default=2, help="criss-cross attention passes")
+    sizes.add_argument("--ohem-thres", type=float, default=0.7, help="OHEM probability threshold")
+    sizes.add_argument("--ohem-keep", type=int, default=100000, help="OHEM keeps at least this many pixels")
+    measurement = add_measurement_arguments(parser, "timed steps per row, median (default 3 CPU, 20 GPU)",
+                                            "untimed rounds first, which also compile (default 1 CPU, 5 GPU)")
+    measurement.add_argument("--compile", type=str2bool, default=None,
+                             help="add a torch.compile row (1/0; default 1 on GPU, 0 on CPU)")
+    add_json_argument(parser)
     return parser
 
 

@@ -18,7 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from utils.cli import UserError  # noqa: E402
+from utils.cli import positive_int  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.runtime import device_name, parse_device  # noqa: E402
 
 NUM_CLASSES = 19
@@ -173,6 +174,23 @@ def with_tf32(fn, device, enabled):
         set_tf32(device, enabled)
         return fn()
     return run
+
+
+def add_measurement_arguments(parser, repeat_help, warmup_help=None):
+    """The "measurement" flags every benchmark takes, --device and --repeat, and --warmup when
+    warmup_help is given; returns the group, for a benchmark's own measurement flags."""
+    group = parser.add_argument_group("measurement")
+    group.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    group.add_argument("--repeat", type=positive_int, default=None, help=repeat_help)
+    if warmup_help:
+        group.add_argument("--warmup", type=int, default=None, help=warmup_help)
+    return group
+
+
+def add_json_argument(parser):
+    """--json FILE, where save_record() writes the benchmark's record."""
+    parser.add_argument_group("output").add_argument(
+        "--json", default=None, help="also write every figure to this JSON file (default: print only)")
 
 
 def benchmark_device(args):

@@ -206,13 +206,15 @@ PARTS = {"op": op, "tests": tests, "model": model, "run": run}
 
 def get_args_parser():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=PARTS, required=True, help="which measurements to take")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the logs and JSON records")
-    parser.add_argument("--device", default="cuda",
-                        help="cuda[:N], or cpu with --small for a rehearsal (the run part hides the other GPUs)")
-    parser.add_argument("--small", action="store_true", help="tiny sizes and few repeats: checks the suite itself")
-    parser.add_argument("--tests", default="tests", help="pytest arguments of the tests part")
-    parser.add_argument("--deadline", type=positive_int, default=570, help="seconds after which no command runs on")
+    run = parser.add_argument_group("what to run")
+    run.add_argument("--part", choices=PARTS, required=True, help="which measurements to take")
+    run.add_argument("--device", default="cuda",
+                     help="cuda[:N], or cpu with --small for a rehearsal (the run part hides the other GPUs)")
+    run.add_argument("--small", action="store_true", help="tiny sizes and few repeats: checks the suite itself")
+    run.add_argument("--tests", default="tests", help="pytest arguments of the tests part")
+    output = parser.add_argument_group("output and time")
+    output.add_argument("--out", type=Path, required=True, help="folder for the logs and JSON records")
+    output.add_argument("--deadline", type=positive_int, default=570, help="seconds after which no command runs on")
     return parser
 
 

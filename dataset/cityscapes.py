@@ -1,9 +1,9 @@
-"""The Cityscapes description: 19 train ids of the official label ids, the seed's list files."""
+"""The Cityscapes description: 19 train ids of the official label ids, upstream's list files."""
 from dataset.cityscapes_labels import CLASS_NAMES, ID_TO_TRAINID, PALETTE
 from dataset.datasets import read_list
 from dataset.description import DatasetInfo
 
-# The seed's default lists, relative to the working directory; their paths are relative to --data-dir.
+# Upstream's default lists, relative to the working directory; their paths are relative to --data-dir.
 LIST = "./dataset/list/cityscapes/{}.lst"
 
 

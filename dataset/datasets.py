@@ -1,4 +1,4 @@
-"""Segmentation datasets as read by CCNet's train.py and evaluate.py, and the Cityscapes ones of the seed.
+"""Segmentation datasets as read by CCNet's train.py and evaluate.py, and the Cityscapes ones of upstream.
 
 A sample is an image file and a label file (none for a test image). Images are read as BGR;
 labels hold one raw label value a pixel (8-bit grayscale or palette PNG), mapped to train ids
@@ -7,7 +7,7 @@ the 19 train ids).
 
 A list file holds one sample a line: ``image_path label_path`` (tab or spaces) relative to the
 data root (test lists hold the image path only); a leading ``/`` is relative to the root too, as
-in the seed's VOC lists, and with ``id_paths`` a line may hold a bare id instead.
+in upstream's VOC lists, and with ``id_paths`` a line may hold a bare id instead.
 
 Training augmentation: random scale 0.7 to 2.0 in steps of 0.1 (the official CCNet loader's
 draw reaches 2.1), padding to the crop size (image with 0 after mean subtraction, label with ignore), a random
@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils import data
 
 from dataset.cityscapes_labels import ID_TO_TRAINID, IGNORE_LABEL
-from utils.cli import UserError
+from utils.errors import UserError
 
 # The Caffe ImageNet mean in BGR order, which CCNet's training and evaluation subtract.
 IMG_MEAN = (104.00698793, 116.66876762, 122.67891434)

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from dataset.datasets import IGNORE_LABEL, ImageSet, SegmentationDataSet, read_label, read_list
-from utils.cli import UserError, warn
+from utils.errors import UserError, warn
 from utils.palette import palette_image
 
 SPLITS = ("train", "val", "test")

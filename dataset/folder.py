@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from dataset.description import IGNORE_LABEL, DatasetInfo, paired_files
-from utils.cli import UserError
+from utils.errors import UserError
 
 CLASS_FILES = ("classes.txt", "classes.json")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")

@@ -8,7 +8,8 @@ relative to DIR; the test split lists images only, as the official test.lst does
 """
 import os
 
-from utils.cli import ArgumentParser, UserError, exit_on_user_error, str2bool
+from utils.cli import ArgumentParser, str2bool
+from utils.errors import UserError, exit_on_user_error
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -52,11 +53,13 @@ def write_list(data_dir, splits, out, with_labels=None):
 
 def get_args_parser():
     parser = ArgumentParser(description="Write a CCNet list file for a Cityscapes-layout folder.")
-    parser.add_argument("--data-dir", required=True, help="folder holding leftImg8bit/ and gtFine/")
-    parser.add_argument("--split", default="val", help="split name, or several joined by commas (train,val)")
-    parser.add_argument("--out", required=True, help="list file to write")
-    parser.add_argument("--labels", type=str2bool, default=None,
+    source = parser.add_argument_group("input")
+    source.add_argument("--data-dir", required=True, help="folder holding leftImg8bit/ and gtFine/")
+    source.add_argument("--split", default="val", help="split name, or several joined by commas (train,val)")
+    source.add_argument("--labels", type=str2bool, default=None,
                         help="list label paths too (default: yes, except for the test split)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", required=True, help="list file to write")
     return parser
 
 

@@ -6,7 +6,7 @@
     test_set = info.test_set(list_path_or_None, mean=IMG_MEAN)
 """
 from dataset import ade20k, cityscapes, folder, voc
-from utils.cli import UserError
+from utils.errors import UserError
 
 DATASETS = {"cityscapes": cityscapes.describe, "voc": voc.describe, "ade20k": ade20k.describe,
             "folder": folder.describe}

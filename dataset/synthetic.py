@@ -27,7 +27,8 @@ import numpy as np
 from dataset import ade20k, voc
 from dataset.cityscapes_labels import CLASS_NAMES, NUM_CLASSES, PALETTE, TRAINID_TO_ID
 from dataset.make_lists import IMAGE_SUFFIX, LABEL_SUFFIX, write_list
-from utils.cli import ArgumentParser, UserError, exit_on_user_error
+from utils.cli import ArgumentParser
+from utils.errors import UserError, exit_on_user_error
 
 __all__ = ["make_synthetic", "make_synthetic_cityscapes", "render_scene", "LAYOUTS"]
 
@@ -235,14 +236,16 @@ def make_synthetic_cityscapes(root, num_train=30, num_val=10, num_test=5, height
 
 def get_args_parser():
     parser = ArgumentParser(description="Write a small synthetic dataset in the official layout of a dataset.")
-    parser.add_argument("--out", required=True, help="folder to write (created if missing)")
-    parser.add_argument("--dataset", default="cityscapes", choices=tuple(LAYOUTS), help="layout to write")
-    parser.add_argument("--num-train", type=int, default=30)
-    parser.add_argument("--num-val", type=int, default=10)
-    parser.add_argument("--num-test", type=int, default=5)
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", required=True, help="folder to write (created if missing)")
+    output.add_argument("--dataset", default="cityscapes", choices=tuple(LAYOUTS), help="layout to write")
+    content = parser.add_argument_group("content")
+    content.add_argument("--num-train", type=int, default=30, help="training images")
+    content.add_argument("--num-val", type=int, default=10, help="validation images")
+    content.add_argument("--num-test", type=int, default=5, help="test images (no labels)")
+    content.add_argument("--height", type=int, default=256, help="image height")
+    content.add_argument("--width", type=int, default=512, help="image width")
+    content.add_argument("--seed", type=int, default=0, help="random seed of the scenes")
     return parser
 
 

@@ -1,5 +1,5 @@
 """The Pascal VOC 2012 description: 21 classes (background first), 255 (the object boundary) ignored,
-the devkit's colour map, the seed's list format."""
+the devkit's colour map, upstream's list format."""
 import os
 
 from dataset.datasets import read_list
@@ -12,7 +12,7 @@ CLASS_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "
 NUM_CLASSES = len(CLASS_NAMES)
 PALETTE = voc_colormap(NUM_CLASSES)  # (21, 3) RGB
 
-# Where a list line holding a bare id points, relative to --data-dir (the seed's lists spell the
+# Where a list line holding a bare id points, relative to --data-dir (upstream's lists spell the
 # same paths out: "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png").
 ID_PATHS = ("JPEGImages/{}.jpg", "SegmentationClassAug/{}.png")
 SPLIT_LIST = os.path.join("ImageSets", "Segmentation", "{}.txt")

@@ -2,7 +2,7 @@
 from networks import ccnet, deeplabv3, mmseg_ccnet, pspnet
 from networks.norms import DESCRIPTIONS, NORMS, layout_of, single_device_norm_layer
 from networks.resnet import DEPTHS
-from utils.cli import UserError
+from utils.errors import UserError
 
 __all__ = ["MODELS", "DEPTHS", "DESCRIPTIONS", "NORMS", "build_model", "layout_of", "single_device_norm_layer"]
 

@@ -6,36 +6,23 @@ passes let every position reach every other), then classify the features concate
 with the backbone's.
 """
 import torch
-import torch.nn as nn
 
-from CC import CrissCrossAttention
-from networks.segmentation import classifier, conv_bn_relu, segmentation_model
+from networks.segmentation import classifier, segmentation_model
+from RCCA import RecurrentCrissCrossAttention
 
 
-class RCCAModule(nn.Module):
-    """(B, in_channels, h, w) -> (B, num_classes, h, w) logits.
+class RCCAModule(RecurrentCrissCrossAttention):
+    """(B, in_channels, h, w) -> (B, num_classes, h, w) logits: RCCA.RecurrentCrissCrossAttention
+    (conva, cca, convb) in the norm layout ``layout`` (networks.norms), then the classifier
+    ``bottleneck`` on [x, its output]."""
 
-    With recurrence 0 the attention is built but frozen (requires_grad False): its forward never
-    runs, and DistributedDataParallel would wait for gradients of trainable parameters that get
-    none. Its tensors stay in the state_dict, so checkpoints keep the published keys and one
-    trained with recurrence 0 loads for recurrence 2, where gamma 0 makes the attention the identity.
-    """
-
-    def __init__(self, in_channels, num_classes, norm_act, recurrence=2):
-        super().__init__()
-        inter_channels = in_channels // 4
-        self.recurrence = recurrence
-        self.conva = nn.Sequential(*conv_bn_relu(in_channels, inter_channels, 3, norm_act))
-        self.cca = CrissCrossAttention(inter_channels).requires_grad_(recurrence > 0)
-        self.convb = nn.Sequential(*conv_bn_relu(inter_channels, inter_channels, 3, norm_act))
-        self.bottleneck = classifier(in_channels + inter_channels, num_classes, norm_act)
+    def __init__(self, in_channels, num_classes, layout, recurrence=2):
+        channels = in_channels // 4
+        super().__init__(in_channels, channels, recurrence, layout.norm_layer, layout.head_act_layer)
+        self.bottleneck = classifier(in_channels + channels, num_classes, layout.norm_act)
 
     def forward(self, x):
-        out = self.conva(x)  # (B, in/4, h, w)
-        for _ in range(self.recurrence):
-            out = self.cca(out)
-        out = self.convb(out)
-        return self.bottleneck(torch.cat([x, out], dim=1))  # (B, K, h, w)
+        return self.bottleneck(torch.cat([x, super().forward(x)], dim=1))  # (B, K, h, w)
 
 
 def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn",
@@ -44,7 +31,7 @@ def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, 
 
     (B, 3, H, W) -> [main, dsn] logits (B, num_classes, h, w) at 1/8 resolution, or the
     criterion's loss when a criterion and labels are given. ``norm`` names the layout of
-    networks.norms ("syncbn", the seed's; "inplace-abn", the official model's).
+    networks.norms ("syncbn", upstream's; "inplace-abn", the official model's).
     """
-    return segmentation_model(lambda norm_act: RCCAModule(2048, num_classes, norm_act, recurrence),
+    return segmentation_model(lambda layout: RCCAModule(2048, num_classes, layout, recurrence),
                               num_classes, criterion, pretrained_model, norm_layer, norm, memory_efficient, depth)

@@ -17,7 +17,8 @@ import re
 from networks import DEPTHS, DESCRIPTIONS, build_model, layout_of, single_device_norm_layer
 from networks.mmseg_ccnet import backbone_keys
 from utils.checkpoint import load_model, read_checkpoint, state_dict_of
-from utils.cli import UserError, positive_int, str2bool
+from utils.cli import positive_int, str2bool
+from utils.errors import UserError
 
 DEFAULTS = {"model": "ccnet", "recurrence": 2, "norm": "syncbn", "depth": 101}
 SETTINGS = ("model", "num_classes", "recurrence", "norm", "depth", "dataset", "align_corners")

@@ -1,6 +1,6 @@
 """The layouts of CCNet, PSPNet and DeepLabv3 checkpoints, their norms, and how to tell them from the keys.
 
-"syncbn", the seed's: BatchNorm (SynchronizedBatchNorm2d) followed by an in-place ReLU module
+"syncbn", upstream's: BatchNorm (SynchronizedBatchNorm2d) followed by an in-place ReLU module
 everywhere, so the classifiers sit at ``head.bottleneck.4`` and ``dsn.4``.
 "inplace-abn", the official CCNet's (speedinghzl/CCNet with inplace-abn): in the backbone
 InPlaceABNSync(C, activation="identity") followed by the same ReLUs, out of place because InPlace-ABN
@@ -10,13 +10,15 @@ no ReLU module, so the classifiers sit at ``head.bottleneck.3`` and ``dsn.3``. I
 "mmseg", mmsegmentation's CCNet (networks/mmseg_ccnet.py): BatchNorm and ReLU as "syncbn", in another
 network (ResNetV1c, CCHead, FCN auxiliary head) under mmsegmentation's key names (``decode_head.*``).
 """
+import functools
+
 import torch.nn as nn
 
 from sync_batchnorm import InPlaceABN, InPlaceABNSync, SynchronizedBatchNorm2d
-from utils.cli import UserError
+from utils.errors import UserError
 
 DESCRIPTIONS = {
-    "syncbn": "the seed's layout (BatchNorm + ReLU, classifiers at .4)",
+    "syncbn": "upstream's layout (BatchNorm + ReLU, classifiers at .4)",
     "inplace-abn": "the official CCNet layout (InPlace-ABN, leaky-ReLU heads, classifiers at .3)",
     "mmseg": "mmsegmentation's layout (ResNetV1c, CCHead, FCN auxiliary head; RGB input normalized inside)",
 }
@@ -29,6 +31,7 @@ class BatchNormLayout:
     name = "syncbn"
     default_norm_layer = SynchronizedBatchNorm2d
     single_device_norm_layer = nn.BatchNorm2d
+    head_act_layer = functools.partial(nn.ReLU, inplace=True)  # after each head norm; None: the norm's own
 
     def __init__(self, norm_layer=None):
         self.norm_layer = norm_layer or self.default_norm_layer
@@ -42,8 +45,9 @@ class BatchNormLayout:
         return nn.ReLU(inplace=True)
 
     def norm_act(self, channels):
-        """The modules that follow a head convolution: [norm, ReLU]."""
-        return [self.norm_layer(channels), nn.ReLU(inplace=True)]
+        """The modules that follow a head convolution: [norm, head_act_layer()], or [norm]."""
+        act = [self.head_act_layer()] if self.head_act_layer is not None else []
+        return [self.norm_layer(channels), *act]
 
 
 class InPlaceABNLayout(BatchNormLayout):
@@ -53,6 +57,7 @@ class InPlaceABNLayout(BatchNormLayout):
     name = "inplace-abn"
     default_norm_layer = InPlaceABNSync
     single_device_norm_layer = InPlaceABN
+    head_act_layer = None
 
     def norm(self, channels):
         return self.norm_layer(channels, activation="identity")
@@ -60,9 +65,6 @@ class InPlaceABNLayout(BatchNormLayout):
     def act(self):
         # Out of place: the InPlace-ABN before it recovers its gradient from the output it keeps.
         return nn.ReLU(inplace=False)
-
-    def norm_act(self, channels):
-        return [self.norm_layer(channels)]
 
 
 class MMSegLayout(BatchNormLayout):

@@ -37,5 +37,5 @@ def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, 
     no attention to repeat and does not use it.
     """
     return segmentation_model(
-        lambda norm_act: nn.Sequential(PSPModule(2048, norm_act), nn.Conv2d(512, num_classes, kernel_size=1)),
+        lambda layout: nn.Sequential(PSPModule(2048, layout.norm_act), nn.Conv2d(512, num_classes, kernel_size=1)),
         num_classes, criterion, pretrained_model, norm_layer, norm, memory_efficient, depth)

@@ -69,7 +69,7 @@ def check_memory_efficient(layout, memory_efficient):
 def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=None, norm_layer=None,
                        norm="syncbn", memory_efficient=False, depth=101):
     """A SegmentationResNet of ``depth`` (50 or 101) in the layout ``norm`` (networks.norms) whose head is
-    make_head(norm_act).
+    make_head(layout).
 
     norm_layer None means the layout's synchronized norm (SynchronizedBatchNorm2d or InPlaceABNSync);
     ``pretrained_model`` (a path or a state_dict, e.g. the ImageNet backbone) is loaded non-strictly.
@@ -78,7 +78,7 @@ def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=
     """
     layout = make_layout(norm, norm_layer)
     check_memory_efficient(layout, memory_efficient)
-    model = SegmentationResNet(make_head(layout.norm_act), num_classes, layout, criterion, memory_efficient, depth)
+    model = SegmentationResNet(make_head(layout), num_classes, layout, criterion, memory_efficient, depth)
     if pretrained_model is not None:
         load_model(model, pretrained_model)
     return model

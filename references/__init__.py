@@ -1,15 +1,15 @@
 """Independent formulations of criss-cross attention that CC.py is checked and benchmarked against.
 
 - ``einsum_criss_cross``: einsums under plain autograd, the formulation of mmcv >= 1.3.13;
-- ``seed_criss_cross``: the seed's permute/bmm formulation;
-- ``seed_criss_cross_3d``, ``seed_criss_cross_3d1``, ``seed_criss_cross_3d2``: the seed's three 3D
+- ``upstream_criss_cross``: upstream's permute/bmm formulation;
+- ``upstream_criss_cross_3d``, ``upstream_criss_cross_3d1``, ``upstream_criss_cross_3d2``: upstream's three 3D
   formulations, for volumes (checked and benchmarked against CC3D.py);
 - ``criss_cross_cuda``: the original CCNet CUDA op (references/cuda/), built with nvcc at run time.
 """
 from references.cuda import criss_cross_cuda, cuda_reference_status
 from references.einsum import einsum_criss_cross
-from references.seed import seed_criss_cross
-from references.seed_3d import seed_criss_cross_3d, seed_criss_cross_3d1, seed_criss_cross_3d2
+from references.upstream import upstream_criss_cross
+from references.upstream_3d import upstream_criss_cross_3d, upstream_criss_cross_3d1, upstream_criss_cross_3d2
 
-__all__ = ["einsum_criss_cross", "seed_criss_cross", "seed_criss_cross_3d", "seed_criss_cross_3d1",
-           "seed_criss_cross_3d2", "criss_cross_cuda", "cuda_reference_status"]
+__all__ = ["einsum_criss_cross", "upstream_criss_cross", "upstream_criss_cross_3d", "upstream_criss_cross_3d1",
+           "upstream_criss_cross_3d2", "criss_cross_cuda", "cuda_reference_status"]

@@ -6,7 +6,7 @@ from networks.attention_maps import attention_maps, attention_modules, recorded_
 from networks.ccnet import RCCAModule
 from networks.norms import make_layout
 
-BATCHNORM_RELU = make_layout("syncbn", nn.BatchNorm2d).norm_act  # plain BN + ReLU after each head conv
+BATCHNORM_RELU = make_layout("syncbn", nn.BatchNorm2d)  # plain BN + ReLU after each head conv
 
 
 def dense(a_row, a_col):

@@ -1,4 +1,4 @@
-"""The seed-style baseline computes what this project computes; both benchmarks run and write their JSON."""
+"""The upstream-style baseline computes what this project computes; both benchmarks run and write their JSON."""
 import json
 import subprocess
 import sys
@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from bench import bench_cca, bench_cca3d, bench_eval, bench_train
-from bench.seed_baseline import SeedCrissCrossAttention, SeedOhemCrossEntropy2d, seed_predict, to_seed_style
+from bench.upstream_baseline import (UpstreamCrissCrossAttention, UpstreamOhemCrossEntropy2d, to_upstream_style,
+                                     upstream_predict)
 from CC import CrissCrossAttention
 from utils.inference import predict
 from utils.losses import OhemCrossEntropy2d
@@ -19,34 +20,34 @@ from utils.losses import OhemCrossEntropy2d
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_seed_style_attention_keeps_the_weights_and_the_output():
+def test_upstream_style_attention_keeps_the_weights_and_the_output():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 1), CrissCrossAttention(16)).double()
     nn.init.constant_(model[1].gamma, 0.7)
     x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
     expected = model(x)
-    to_seed_style(model)
-    assert type(model[1]) is SeedCrissCrossAttention
+    to_upstream_style(model)
+    assert type(model[1]) is UpstreamCrissCrossAttention
     torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("min_kept", [64 * 20, 64 * 1000])
-def test_seed_ohem_loss_equals_the_on_device_ohem(min_kept):
+def test_upstream_ohem_loss_equals_the_on_device_ohem(min_kept):
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 5, 40, 48, generator=g)
     target = torch.randint(0, 5, (2, 40, 48), generator=g)
     target[:, :4] = 255
-    seed = SeedOhemCrossEntropy2d(thresh=0.3, min_kept=min_kept)(logits, target)
+    upstream = UpstreamOhemCrossEntropy2d(thresh=0.3, min_kept=min_kept)(logits, target)
     ours = OhemCrossEntropy2d(thresh=0.3, min_kept=min_kept)(logits, target)
-    torch.testing.assert_close(seed, ours, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(upstream, ours, rtol=1e-6, atol=1e-6)
 
 
-def test_seed_ohem_keeps_every_valid_pixel_when_min_kept_exceeds_them():
+def test_upstream_ohem_keeps_every_valid_pixel_when_min_kept_exceeds_them():
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(1, 4, 16, 16, generator=g, dtype=torch.float64)
     target = torch.randint(0, 4, (1, 16, 16), generator=g)
     target[0, 0] = 255
-    loss = SeedOhemCrossEntropy2d(thresh=0.0, min_kept=10**6)(logits, target)
+    loss = UpstreamOhemCrossEntropy2d(thresh=0.0, min_kept=10**6)(logits, target)
     rows = [(i, j) for i in range(16) for j in range(16) if target[0, i, j] != 255]
     by_hand = sum(-torch.log_softmax(logits[0, :, i, j], 0)[target[0, i, j]] for i, j in rows) / len(rows)
     torch.testing.assert_close(loss, by_hand)
@@ -64,14 +65,14 @@ class HalfResolution(nn.Module):
 
 
 @pytest.mark.parametrize("tile", [None, (12, 12)])
-def test_seed_predict_gives_the_classes_of_utils_inference(tile):
+def test_upstream_predict_gives_the_classes_of_utils_inference(tile):
     torch.manual_seed(3)
     model = HalfResolution().eval()
     images = torch.randn(2, 3, 20, 31)
-    seed = seed_predict(model, images.numpy(), tile or (20, 31), num_classes=5)
+    upstream = upstream_predict(model, images.numpy(), tile or (20, 31), num_classes=5)
     with torch.no_grad():
         ours = predict(model, images, tile).argmax(1)
-    np.testing.assert_array_equal(seed, ours.numpy())
+    np.testing.assert_array_equal(upstream, ours.numpy())
 
 
 def test_bench_train_runs_every_cpu_row_and_writes_json(tmp_path):
@@ -82,10 +83,10 @@ def test_bench_train_runs_every_cpu_row_and_writes_json(tmp_path):
     record = json.loads(out.read_text())
     assert {"device", "torch", "date", "settings", "rows"} <= record.keys()
     rows = {r["configuration"]: r for r in record["rows"]}
-    assert list(rows) == ["seed-style baseline, fp32", "ours, fp32", "ours, fp32, memory-efficient", "+ TF32", "+ AMP bf16",
+    assert list(rows) == ["upstream-style baseline, fp32", "ours, fp32", "ours, fp32, memory-efficient", "+ TF32", "+ AMP bf16",
                           "+ channels_last"]
     assert rows["+ TF32"] == {"configuration": "+ TF32", "skipped": "CUDA only"}
-    assert rows["seed-style baseline, fp32"]["speedup"] == 1.0
+    assert rows["upstream-style baseline, fp32"]["speedup"] == 1.0
     for name, r in rows.items():
         if name != "+ TF32":
             assert r["images_per_s"] == pytest.approx(1e3 / r["step_ms"])
@@ -100,7 +101,7 @@ def test_bench_eval_times_both_modes_and_writes_json(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["mode"], r["configuration"]) for r in rows] == [
         (mode, name) for mode in ("whole", "sliding")
-        for name in ("seed-style baseline, fp32", "ours, fp32", "ours, bf16 autocast", "+ channels_last")]
+        for name in ("upstream-style baseline, fp32", "ours, fp32", "ours, bf16 autocast", "+ channels_last")]
     assert all(r["images_per_s"] == pytest.approx(1e3 / r["ms"]) for r in rows)
     assert rows[0]["speedup"] == rows[4]["speedup"] == 1.0
 

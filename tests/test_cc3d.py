@@ -1,9 +1,10 @@
-"""3D criss-cross attention (CC3D.py) and the seed's 3D formulations against a loop over voxels."""
+"""3D criss-cross attention (CC3D.py) and upstream's 3D formulations against a loop over voxels."""
 import pytest
 import torch
 
-from CC import CrissCrossAttention3d, criss_cross_attention, criss_cross_attention_3d
-from references.seed_3d import seed_criss_cross_3d, seed_criss_cross_3d1, seed_criss_cross_3d2
+from CC import criss_cross_attention
+from CC3D import CrissCrossAttention3d, criss_cross_attention_3d
+from references.upstream_3d import upstream_criss_cross_3d, upstream_criss_cross_3d1, upstream_criss_cross_3d2
 
 
 def loop_reference_3d(query, key, value):
@@ -52,8 +53,8 @@ def test_output_and_gradients_match_loop_over_voxels(B, size):
     assert_matches_loop(criss_cross_attention_3d, volumes(B, 3, 4, size), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("fn", [seed_criss_cross_3d, seed_criss_cross_3d1, seed_criss_cross_3d2])
-def test_seed_formulations_match_loop_over_voxels(fn):
+@pytest.mark.parametrize("fn", [upstream_criss_cross_3d, upstream_criss_cross_3d1, upstream_criss_cross_3d2])
+def test_upstream_formulations_match_loop_over_voxels(fn):
     assert_matches_loop(fn, volumes(2, 3, 4, (3, 4, 5), seed=1), rtol=1e-12, atol=1e-12)
 
 
@@ -158,7 +159,7 @@ def test_mismatched_shapes_are_rejected():
         criss_cross_attention_3d(q[..., 0], k[..., 0], v[..., 0])
 
 
-def test_module_has_the_seed_parameter_names_and_starts_as_identity():
+def test_module_has_upstream_parameter_names_and_starts_as_identity():
     module = CrissCrossAttention3d(16)
     assert {name: tuple(p.shape) for name, p in module.named_parameters()} == {
         "query_conv.weight": (2, 16, 1, 1, 1), "query_conv.bias": (2,),

@@ -1,4 +1,4 @@
-"""check.py: the seed's precision check passes on the CPU, fails a slightly wrong op, refuses a device it cannot use."""
+"""check.py: upstream's precision check passes on the CPU, fails a slightly wrong op, refuses a device it cannot use."""
 import subprocess
 import sys
 from pathlib import Path

@@ -6,7 +6,7 @@ import torch.nn as nn
 import networks
 from networks.resnet import ResNet
 from utils.checkpoint import load_model
-from utils.cli import UserError
+from utils.errors import UserError
 
 
 def _small(num_classes=19):

@@ -10,7 +10,7 @@ import torch
 
 from CC import criss_cross_attention
 from references.cuda import CAMap, CAWeight, build, criss_cross, criss_cross_cuda, cuda_reference_status
-from utils.cli import UserError
+from utils.errors import UserError
 
 NVCC = build.find_nvcc()
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found")

@@ -9,7 +9,7 @@ import pytest
 from dataset.cityscapes_labels import (CLASS_NAMES, ID_TO_TRAINID, LABELS, PALETTE, TRAINID_TO_ID,
                                        colorize)
 from dataset.datasets import SCALES, CSDataSet, CSDataTestSet, CSDataValSet
-from utils.cli import UserError
+from utils.errors import UserError
 
 MEAN = np.array((104.00698793, 116.66876762, 122.67891434))
 
@@ -70,7 +70,7 @@ def test_whole_image_is_bgr_minus_mean_and_official_train_ids(sample):
     assert np.array_equal(val_image, expected_image) and np.array_equal(val_label, expected_label)
 
 
-def _seed_pipeline(image, train_ids, crop, mean, ignore=255):
+def _upstream_pipeline(image, train_ids, crop, mean, ignore=255):
     """The CCNet recipe written out plainly: scale the whole image, subtract, pad, crop, mirror."""
     f = random.choice(SCALES)
     image = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
@@ -96,7 +96,7 @@ def test_scaled_padded_crop_matches_the_recipe_computed_directly(sample):
         random.seed(seed)
         out_image, out_label, _, _ = dataset[0]
         random.seed(seed)
-        expected_image, expected_label = _seed_pipeline(image, ID_TO_TRAINID[label_ids], (30, 30), MEAN)
+        expected_image, expected_label = _upstream_pipeline(image, ID_TO_TRAINID[label_ids], (30, 30), MEAN)
         assert out_image.shape == (3, 30, 30) and out_label.shape == (30, 30)
         assert np.array_equal(out_image, expected_image)
         assert np.array_equal(out_label, expected_label)

@@ -12,7 +12,7 @@ import evaluate
 import train
 from dataset.cityscapes_labels import ID_TO_TRAINID, PALETTE, TRAINID_TO_ID
 from dataset.registry import DATASET_NAMES, get_dataset
-from utils.cli import UserError, exit_on_user_error
+from utils.errors import UserError, exit_on_user_error
 
 MEAN = (104.0, 117.0, 123.0)
 
@@ -50,9 +50,9 @@ def voc_dir(tmp_path):
 
 def test_voc_maps_0_to_20_to_themselves_and_everything_else_to_ignore(voc_dir):
     root, values = voc_dir
-    (root / "seed.txt").write_text("/JPEGImages/2007_000033.jpg /SegmentationClassAug/2007_000033.png\n")
+    (root / "upstream.txt").write_text("/JPEGImages/2007_000033.jpg /SegmentationClassAug/2007_000033.png\n")
     info = get_dataset("voc", str(root))
-    dataset = info.val_set(str(root / "seed.txt"), mean=MEAN)
+    dataset = info.val_set(str(root / "upstream.txt"), mean=MEAN)
     expected = np.array([[v if v <= 20 else 255 for v in row] for row in values], dtype=np.uint8)
     assert np.array_equal(labels_of(dataset), expected)
     assert dataset[0][3] == "2007_000033"
@@ -74,9 +74,9 @@ def test_voc_list_of_ids_and_the_default_imagesets_list_read_the_same_sample(voc
     (root / "ids.txt").write_text("2007_000033\n")
     os.makedirs(root / "ImageSets" / "Segmentation")
     (root / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000033\n")
-    (root / "seed.txt").write_text("/JPEGImages/2007_000033.jpg /SegmentationClassAug/2007_000033.png\n")
+    (root / "upstream.txt").write_text("/JPEGImages/2007_000033.jpg /SegmentationClassAug/2007_000033.png\n")
     info = get_dataset("voc", str(root))
-    expected = info.samples("val", str(root / "seed.txt"))
+    expected = info.samples("val", str(root / "upstream.txt"))
     assert expected == [(str(root / "JPEGImages" / "2007_000033.jpg"), str(root / "SegmentationClassAug" /
                                                                             "2007_000033.png"))]
     assert info.samples("val", str(root / "ids.txt")) == expected
@@ -126,7 +126,7 @@ def test_ade20k_is_found_without_a_list_and_maps_1_to_150_to_0_to_149(tmp_path):
     assert len({tuple(c) for c in info.palette}) == 150
 
 
-def test_cityscapes_description_is_the_seed_table_and_lists(tmp_path):
+def test_cityscapes_description_is_upstream_table_and_lists(tmp_path):
     info = get_dataset("cityscapes", str(tmp_path))
     assert info.label_map is ID_TO_TRAINID and np.array_equal(info.palette, PALETTE)
     assert np.array_equal(info.label_values, TRAINID_TO_ID) and info.crop_size == (769, 769)

@@ -1,4 +1,6 @@
 """Inference (whole, sliding window, scales, flip) and evaluate.py end to end on synthetic Cityscapes."""
+import csv
+import importlib.util
 import json
 import math
 import os
@@ -17,13 +19,15 @@ from torch import nn
 import evaluate
 import networks
 from bench.common import peak_mb
-from bench.seed_baseline import seed_sliding_logits
+from bench.upstream_baseline import upstream_sliding_logits
 from dataset.cityscapes_labels import CLASS_NAMES, ID_TO_TRAINID, PALETTE, TRAINID_TO_ID
 from dataset.datasets import IMG_MEAN, CSDataValSet
 from dataset.synthetic import make_synthetic_cityscapes
 from utils.checkpoint import load_model
-from utils.cli import exit_on_user_error
+from utils.confusion_files import DPI, cell_inches
+from utils.errors import exit_on_user_error
 from utils.inference import predict, predict_sliding, predict_whole, sliding_stride, tile_starts
+from utils.metrics import ConfusionMatrix
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,11 +65,11 @@ def test_sliding_stride_is_two_thirds_of_the_tile_rounded_up():
 
 @torch.no_grad()
 @pytest.mark.parametrize("size,tile", [((40, 56), (16, 24)), ((20, 30), (32, 32)), ((33, 17), (16, 16))])
-def test_sliding_window_matches_the_seed_tile_rule(size, tile):
-    """Against the seed's rule, accumulated per tile in float64 on the host (bench.seed_baseline)."""
+def test_sliding_window_matches_upstream_tile_rule(size, tile):
+    """Against upstream's rule, accumulated per tile in float64 on the host (bench.upstream_baseline)."""
     model = TinySegNet().eval()
     image = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
-    expected = torch.from_numpy(seed_sliding_logits(model, image.numpy(), tile, 4)).permute(0, 3, 1, 2)
+    expected = torch.from_numpy(upstream_sliding_logits(model, image.numpy(), tile, 4)).permute(0, 3, 1, 2)
     assert torch.allclose(predict_sliding(model, image, tile).double(), expected, atol=1e-5, rtol=0)
 
 
@@ -132,7 +136,7 @@ def test_multi_scale_needs_no_more_memory_than_the_largest_scale_alone(flip):
     assert multi <= largest
 
 
-SEED_README_COMMAND = ("--data-dir {data} --recurrence 2 --model ccnet --restore-from {ckpt} --whole Ture "
+UPSTREAM_README_COMMAND = ("--data-dir {data} --recurrence 2 --model ccnet --restore-from {ckpt} --whole Ture "
                        "--gpu 0 --recurrence 2 --batch-size 1")
 
 
@@ -174,19 +178,27 @@ def common_flags(cityscapes, out_dir):
 
 @pytest.fixture(scope="module")
 def whole_run(cityscapes, tmp_path_factory):
-    """The seed README's command (paths replaced, --gpu left out on the CPU) on the val split."""
+    """The command of upstream's README (paths replaced, --gpu left out on the CPU) on the val split."""
     out_dir = tmp_path_factory.mktemp("whole")
-    argv = SEED_README_COMMAND.format(data=cityscapes["root"], ckpt=cityscapes["ckpt"]).split()
+    argv = UPSTREAM_README_COMMAND.format(data=cityscapes["root"], ckpt=cityscapes["ckpt"]).split()
     gpu = argv.index("--gpu")
     argv = argv[:gpu] + argv[gpu + 2:] + ["--data-list", cityscapes["val"], "--Output", f"{out_dir}/",
                                           "--num-workers", "0"]
     run_evaluate(argv)
-    with open(os.path.join(os.path.dirname(cityscapes["ckpt"]), "result.txt")) as f:
-        return {"result": json.load(f), "outputs": out_dir / "outputs"}
+    folder = os.path.dirname(cityscapes["ckpt"])
+    with open(os.path.join(folder, "result.txt")) as f:
+        return {"result": json.load(f), "outputs": out_dir / "outputs",
+                "confusion": read_csv(os.path.join(folder, "confusion_matrix.csv"))}
 
 
-def test_seed_readme_command_parses_as_whole_with_two_recurrences(cityscapes):
-    argv = SEED_README_COMMAND.format(data=cityscapes["root"], ckpt=cityscapes["ckpt"]).split()
+def read_csv(path):
+    """The rows of a CSV file as lists of strings."""
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_upstream_readme_command_parses_as_whole_with_two_recurrences(cityscapes):
+    argv = UPSTREAM_README_COMMAND.format(data=cityscapes["root"], ckpt=cityscapes["ckpt"]).split()
     args = evaluate.get_args_parser().parse_args(argv)
     assert (args.whole, args.recurrence, args.batch_size, args.model, args.gpu) == (True, 2, 1, "ccnet", "0")
 
@@ -204,6 +216,65 @@ def test_miou_equals_a_direct_count_over_the_saved_pngs(cityscapes, whole_run):
     present = [v for v in ious if v is not None]
     assert whole_run["result"]["IU_array"] == ious
     assert whole_run["result"]["meanIU"] == sum(present) / len(present)
+
+
+def test_confusion_csv_equals_a_brute_force_recount_of_the_saved_pngs(cityscapes, whole_run):
+    """Counted one pixel at a time from the predictions evaluate.py wrote and the label-id PNGs."""
+    counts = [[0] * 19 for _ in range(19)]
+    for path in val_label_files(cityscapes):
+        prediction = train_ids_of(whole_run["outputs"] / path.name).ravel().tolist()
+        label = ID_TO_TRAINID[train_ids_of(path)].ravel().tolist()
+        for p, t in zip(prediction, label):
+            if t != 255:
+                counts[t][p] += 1
+    header, *rows = whole_run["confusion"]
+    assert header == ["true \\ predicted", *CLASS_NAMES]
+    assert [row[0] for row in rows] == list(CLASS_NAMES)
+    assert [[int(v) for v in row[1:]] for row in rows] == counts
+    labelled = [sum(row) for row in counts]
+    accuracy = [counts[c][c] / n if n else None for c, n in enumerate(labelled)]
+    assert whole_run["result"]["Acc_array"] == accuracy
+    defined = [a for a in accuracy if a is not None]
+    assert whole_run["result"]["meanAcc"] == sum(defined) / len(defined)
+
+
+def test_table_prints_each_class_iou_and_accuracy_then_the_means(capsys):
+    confmat = ConfusionMatrix(3)
+    confmat.update(torch.tensor([0, 1, 1, 1, 2]), torch.tensor([0, 0, 1, 1, 1]))
+    evaluate.report(confmat, ["road", "sidewalk", "building"])
+    assert capsys.readouterr().out.splitlines() == [
+        "class                  IoU     Acc",
+        "road                 50.00   50.00",
+        "sidewalk             50.00   66.67",
+        "building              0.00    null",
+        "mean (mIoU, mAcc)    33.33   58.33",
+        "pixel accuracy               60.00",
+    ]
+
+
+def test_confusion_figure_is_drawn_beside_result_txt(cityscapes, whole_run, tmp_path):
+    flags = common_flags(cityscapes, tmp_path)
+    flags[flags.index("--restore-from") + 1] = shutil.copy(cityscapes["ckpt"], tmp_path)
+    run_evaluate(flags + ["--whole", "true", "--no-save-pred", "--confusion-figure"])
+    assert read_csv(tmp_path / "confusion_matrix.csv") == whole_run["confusion"]
+    with Image.open(tmp_path / "confusion_matrix.png") as figure:
+        assert figure.format == "PNG" and min(figure.size) > 19 * cell_inches(19) * DPI
+
+
+def test_confusion_figure_with_test_is_one_line(cityscapes, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_evaluate(common_flags(cityscapes, tmp_path) + ["--test", "--confusion-figure", "1"])
+    err = capsys.readouterr().err
+    assert err == "error: --test has no labels, so no confusion matrix: leave out --confusion-figure\n"
+
+
+def test_confusion_figure_without_matplotlib_is_one_line_before_evaluating(cityscapes, tmp_path, capsys,
+                                                                           monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "matplotlib" else find_spec(name))
+    with pytest.raises(SystemExit):
+        run_evaluate(common_flags(cityscapes, tmp_path) + ["--confusion-figure"])
+    assert capsys.readouterr().err == "error: --confusion-figure needs matplotlib: pip install matplotlib\n"
 
 
 def test_saved_predictions_use_the_cityscapes_palette(whole_run):
@@ -259,8 +330,8 @@ def test_test_split_label_ids_map_back_to_the_train_ids(cityscapes, tmp_path):
         assert np.array_equal(ID_TO_TRAINID[label_ids], train_ids_of(tmp_path / "outputs" / name))
 
 
-def test_seed_launcher_over_two_processes_equals_one_process(cityscapes, whole_run, tmp_path, free_port):
-    """The seed's run_local.sh line, `python -m torch.distributed.launch --nproc_per_node=4 evaluate.py
+def test_upstream_launcher_over_two_processes_equals_one_process(cityscapes, whole_run, tmp_path, free_port):
+    """Upstream's run_local.sh line, `python -m torch.distributed.launch --nproc_per_node=4 evaluate.py
     ... --gpu 0`, with 2 processes and no --gpu on the CPU. The launcher is torchrun that also
     passes --local-rank to the script, so this covers torchrun too."""
     argv = common_flags(cityscapes, tmp_path) + ["--whole", "true", "--batch-size", "1"]
@@ -272,6 +343,7 @@ def test_seed_launcher_over_two_processes_equals_one_process(cityscapes, whole_r
     assert done.returncode == 0, done.stderr[-2000:]
     with open(tmp_path / "result.txt") as f:
         assert json.load(f) == whole_run["result"]
+    assert read_csv(tmp_path / "confusion_matrix.csv") == whole_run["confusion"]
     assert sorted(os.listdir(tmp_path / "outputs")) == sorted(os.listdir(whole_run["outputs"]))
 
 

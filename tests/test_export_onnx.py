@@ -8,9 +8,9 @@ from torch import nn
 import export_onnx
 from networks.ccnet import RCCAModule
 from networks.norms import make_layout
-from utils.cli import exit_on_user_error
+from utils.errors import exit_on_user_error
 
-BATCHNORM_RELU = make_layout("syncbn", nn.BatchNorm2d).norm_act  # plain BN + ReLU after each head conv
+BATCHNORM_RELU = make_layout("syncbn", nn.BatchNorm2d)  # plain BN + ReLU after each head conv
 
 
 class SmallCCNet(nn.Module):

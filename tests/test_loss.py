@@ -45,8 +45,8 @@ def _mean_nll(logits, target, keep):
     return total / count
 
 
-def _seed_threshold(logits, target, thresh, min_kept, factor=8):
-    """The threshold as the CCNet seed finds it: scipy zoom of the probabilities and labels, np.partition."""
+def _upstream_threshold(logits, target, thresh, min_kept, factor=8):
+    """The threshold as upstream finds it: scipy zoom of the probabilities and labels, np.partition."""
     prob = torch.softmax(logits, dim=1).numpy()
     small = nd.zoom(prob, (1.0, 1.0, 1.0 / factor, 1.0 / factor), order=1)
     labels = nd.zoom(target.numpy().astype(np.float64), (1.0, 1.0 / factor, 1.0 / factor), order=0)
@@ -66,7 +66,7 @@ def _seed_threshold(logits, target, thresh, min_kept, factor=8):
                                                   (3, 0.6, 64 * 20), (4, 0.7, 100000)])
 def test_ohem_matches_brute_force_reference(seed, thresh, min_kept):
     logits, target = _random_case(seed)
-    threshold = _seed_threshold(logits, target, thresh, min_kept)
+    threshold = _upstream_threshold(logits, target, thresh, min_kept)
     probs, valid = _true_class_probs(logits, target)
     expected = _mean_nll(logits, target, valid & (probs <= threshold))
     loss = OhemCrossEntropy2d(IGNORE, thresh, min_kept)(logits, target)
@@ -92,7 +92,7 @@ def test_ohem_with_min_kept_above_valid_count_keeps_every_valid_pixel():
 def test_ohem_threshold_rises_to_the_min_kept_th_smallest_probability():
     logits, target = _random_case(7, h=64, w=64)
     ohem = OhemCrossEntropy2d(IGNORE, thresh=0.0, min_kept=64 * 10)
-    expected = _seed_threshold(logits, target, 0.0, 64 * 10)
+    expected = _upstream_threshold(logits, target, 0.0, 64 * 10)
     got = ohem.threshold(torch.softmax(logits, dim=1), target)
     assert expected > 0.0
     assert got.item() == pytest.approx(expected, rel=1e-12)

@@ -1,4 +1,4 @@
-"""ConfusionMatrix: counts, IoU with absent classes as null, pixel accuracy, all-reduce over processes."""
+"""ConfusionMatrix: counts, IoU with absent classes as null, per-class and pixel accuracy, all-reduce over processes."""
 import os
 
 import pytest
@@ -44,11 +44,27 @@ def test_iou_is_null_for_a_class_in_neither_labels_nor_predictions():
     assert confmat.pixel_accuracy() == 3 / 5
 
 
+def test_class_accuracy_is_the_recall_and_null_for_a_class_never_labelled():
+    label = torch.tensor([[0, 0, 1, 1, 255, 3]])
+    prediction = torch.tensor([[0, 1, 1, 1, 2, 0]])
+    confmat = ConfusionMatrix(4)
+    confmat.update(prediction, label)
+    # class 0: 1 of its 2 pixels right; class 1: 2 of 2; class 2 never labelled; class 3: 0 of 1
+    assert confmat.class_accuracy() == [0.5, 1.0, None, 0.0]
+    assert confmat.mean_accuracy() == 0.5
+    fractions = confmat.row_fractions()
+    assert torch.equal(fractions[[0, 1, 3]], torch.tensor([[0.5, 0.5, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0]],
+                                                          dtype=torch.float64))
+    assert fractions[2].isnan().all()
+
+
 def test_scores_are_null_before_any_pixel():
     confmat = ConfusionMatrix(3)
     confmat.update(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 255))
     assert confmat.iou() == [None, None, None]
     assert confmat.mean_iou() is None
+    assert confmat.class_accuracy() == [None, None, None]
+    assert confmat.mean_accuracy() is None
     assert confmat.pixel_accuracy() is None
 
 

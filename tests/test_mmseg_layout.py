@@ -23,7 +23,7 @@ from networks.from_checkpoint import build_from_checkpoint, checkpoint_settings,
 from networks.mmseg_ccnet import MMSEG_MEAN, MMSEG_STD
 from references.einsum import einsum_criss_cross
 from utils.checkpoint import load_state, read_checkpoint, read_state_dict
-from utils.cli import UserError, exit_on_user_error
+from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict as predict_probs, rescaled_size
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"

@@ -9,9 +9,9 @@ import networks
 from networks.ccnet import RCCAModule
 from networks.norms import make_layout
 from sync_batchnorm import SynchronizedBatchNorm2d
-from utils.cli import UserError
+from utils.errors import UserError
 
-BATCHNORM_RELU = make_layout("syncbn", nn.BatchNorm2d).norm_act  # plain BN + ReLU after each head conv
+BATCHNORM_RELU = make_layout("syncbn", nn.BatchNorm2d)  # plain BN + ReLU after each head conv
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The published key/shape list (a copy of shared/spec/ccnet_resnet101_state_dict.tsv).

@@ -1,5 +1,5 @@
 """The official CCNet layout (norm="inplace-abn"): its keys, its checkpoints, a whole training step
-against out-of-place InPlace-ABN, and its peak memory against the seed's layout."""
+against out-of-place InPlace-ABN, and its peak memory against upstream's layout."""
 import copy
 import pathlib
 
@@ -17,7 +17,7 @@ from utils.losses import CriterionDSN
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A copy of shared/spec/official_ccnet_resnet101_state_dict.tsv and shared/spec/ccnet_resnet101_state_dict.tsv.
 OFFICIAL_SPEC = ROOT / "tests" / "data" / "official_ccnet_resnet101_state_dict.tsv"
-SEED_SPEC = ROOT / "tests" / "data" / "ccnet_resnet101_state_dict.tsv"
+UPSTREAM_SPEC = ROOT / "tests" / "data" / "ccnet_resnet101_state_dict.tsv"
 
 
 def _spec(path):
@@ -70,8 +70,8 @@ def test_backbone_norms_are_identity_and_head_norms_leaky_relu_without_relu_modu
 
 def test_layout_of_names_the_layout_by_its_classifier_keys():
     assert networks.layout_of(_spec(OFFICIAL_SPEC)) == "inplace-abn"
-    assert networks.layout_of(_spec(SEED_SPEC)) == "syncbn"
-    assert networks.layout_of({k: v for k, v in _spec(SEED_SPEC).items() if not k.startswith("dsn.")}) is None
+    assert networks.layout_of(_spec(UPSTREAM_SPEC)) == "syncbn"
+    assert networks.layout_of({k: v for k, v in _spec(UPSTREAM_SPEC).items() if not k.startswith("dsn.")}) is None
 
 
 def test_saved_and_reloaded_gives_identical_logits(official, tmp_path):
@@ -155,7 +155,7 @@ def test_siblings_take_the_official_layout_and_train(name):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_training_step_peak_memory_is_at_most_the_seed_layout():
+def test_training_step_peak_memory_is_at_most_upstream_layout():
     """The bench's peak-memory probe over one forward and backward with the loss, same input."""
     image = torch.randn(2, 3, 65, 65, generator=torch.Generator().manual_seed(7))
     labels = torch.randint(0, 19, (2, 65, 65), generator=torch.Generator().manual_seed(8))

@@ -11,7 +11,7 @@ import predict
 from dataset.cityscapes_labels import PALETTE
 from dataset.datasets import IMG_MEAN, normalize
 from networks.from_checkpoint import build_from_checkpoint, checkpoint_settings
-from utils.cli import UserError, exit_on_user_error
+from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict as predict_probs
 from utils.visualize import TITLE_HEIGHT
 

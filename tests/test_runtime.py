@@ -7,7 +7,7 @@ from utils.runtime import amp_dtype, setup
 
 @pytest.mark.parametrize("capability,expected", [
     ((7, 0), torch.float16),   # V100
-    ((7, 5), torch.float16),   # 2080 Ti, the seed's GPU
+    ((7, 5), torch.float16),   # 2080 Ti, upstream's GPU
     ((8, 0), torch.bfloat16),  # A100
     ((9, 0), torch.bfloat16),  # H100
 ])

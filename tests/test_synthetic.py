@@ -12,7 +12,7 @@ from dataset.datasets import CSDataSet
 from dataset.make_lists import write_list
 from dataset.registry import get_dataset
 from dataset.synthetic import ADE20K_VALUES, COLORS, VOC_VALUES, make_synthetic, make_synthetic_cityscapes
-from utils.cli import UserError
+from utils.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

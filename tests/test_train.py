@@ -15,7 +15,7 @@ import torch
 import train
 from dataset.synthetic import make_synthetic_cityscapes
 from utils.checkpoint import changed_flags, read_state_dict
-from utils.cli import UserError
+from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 OFFICIAL_SPEC = REPO / "tests" / "data" / "official_ccnet_resnet101_state_dict.tsv"
@@ -185,10 +185,10 @@ def test_two_nodes_on_loopback_match_one_process_with_the_whole_batch(small_data
             assert torch.equal(rank0[key], value), key
 
 
-def test_seed_launcher_trains_recurrence_0_over_two_processes(small_data, tmp_path, free_port):
-    """The seed's run_local.sh line, `python -m torch.distributed.launch --nproc_per_node=4 train.py ...
+def test_upstream_launcher_trains_recurrence_0_over_two_processes(small_data, tmp_path, free_port):
+    """Upstream's run_local.sh line, `python -m torch.distributed.launch --nproc_per_node=4 train.py ...
     --gpu 0,1,2,3`, with 2 processes and no --gpu on the CPU (the launcher passes --local-rank), at
-    the seed's default recurrence 0, whose attention DistributedDataParallel must not wait for."""
+    upstream's default recurrence 0, whose attention DistributedDataParallel must not wait for."""
     flags = train_flags(small_data, tmp_path, "--num-steps", "2", "--save-pred-every", "2", "--recurrence", "0",
                         "--input-size", "32,64")
     result = run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2",

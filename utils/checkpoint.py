@@ -1,6 +1,6 @@
 """Checkpoints on disk: model weights in and out, and the full training state of train.py.
 
-Weights load from our snapshots, the seed's CCNet snapshots, mmsegmentation's files or ImageNet
+Weights load from our snapshots, upstream's CCNet snapshots, mmsegmentation's files or ImageNet
 backbones: a path or an in-memory dict; a bare state_dict or one held under 'model' or 'state_dict';
 keys with any number of 'module.' prefixes (DataParallel / DDP). The ImageNet classifier 'fc.*' is
 ignored, and so are absent BatchNorm 'num_batches_tracked' counters.
@@ -24,7 +24,7 @@ import zipfile
 import numpy as np
 import torch
 
-from utils.cli import UserError
+from utils.errors import UserError
 
 _PREFIX = "module."
 _SHOWN = 6
@@ -184,14 +184,15 @@ def save_state(path, model, optimizer, scaler, iteration, rng_states, args):
 
 def changed_flags(stored, args, defaults):
     """The flags of `args` that differ from `stored` (the vars() of the run that wrote a training
-    state) as (model flags, other flags), each a list of '--name STORED (now NOW)'.
+    state) as (model flags, other flags), each a list of '--name STORED (now NOW)' in alphabetical
+    order.
 
     UNTRACKED_FLAGS are left out. A flag the stored run did not have (added since) is compared with
     its value in `defaults` (a dict of the parser's defaults): runs from before a flag behaved as its
     default does.
     """
     model, other = [], []
-    for name, value in vars(args).items():
+    for name, value in sorted(vars(args).items()):
         before = stored.get(name, defaults.get(name))
         if name in UNTRACKED_FLAGS or before == value:
             continue

@@ -1,37 +1,42 @@
-"""The command line shared by every script: one-line user errors, the argument parser, argument types.
+"""The command line shared by every script: the argument parser and the argument types.
 
-A problem with the user's input (a path, a flag, a file) is a UserError: the script prints it as
-one line, ``error: <message>``, and exits non-zero instead of showing a traceback; a problem the
-run can go on with is one line, ``warning: <message>``.
+Errors in the user's input are utils.errors.UserError; the parser's own errors are one line too.
 """
 import argparse
-import functools
-import sys
 
 
-class UserError(Exception):
-    """A problem with the user's input (a path, a flag, a file); printed as one line."""
+def default_text(value):
+    """A flag's default as a user types it: 769,769 for a pair, true/false for a boolean."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
-def exit_on_user_error(main):
-    """Wrap a script's main(): a UserError prints ``error: <message>`` to stderr and exits 1."""
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
-    return wrapper
+class HelpFormatter(argparse.HelpFormatter):
+    """Help lines that end with the flag's default: ``(default: 769,769)``, ``(default: off)`` for a
+    switch, ``(required)``; a help that says what its default is in its own words keeps them."""
 
-
-def warn(message):
-    """Print one line, ``warning: <message>``, to stderr; the run goes on."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or "default" in text or argparse.SUPPRESS in (action.help, action.default)):
+            return text
+        if action.required:
+            return f"{text} (required)"
+        if action.nargs == 0:
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        if action.default is None:
+            return text
+        return f"{text} (default: {default_text(action.default).replace('%', '%%')})"
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line, ``error: <message>``, with exit status 2 and no usage dump."""
+    """argparse whose errors are one line, ``error: <message>``, with exit status 2 and no usage
+    dump, and whose help shows every flag's default (HelpFormatter)."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message):
         self.exit(2, f"error: {message}\n")

@@ -1,12 +1,19 @@
-"""Semantic-segmentation scores from a confusion matrix: per-class IoU, mIoU and pixel accuracy.
+"""Semantic-segmentation scores from a confusion matrix: per-class IoU and accuracy, their means, pixel accuracy.
 
 IoU follows the Cityscapes benchmark (Cordts et al., "The Cityscapes Dataset for Semantic Urban
 Scene Understanding", CVPR 2016): a class absent from both the labels and the predictions has no
-IoU (None) and is left out of the mean.
+IoU (None) and is left out of the mean. A class's accuracy is its recall, the fraction of its
+labelled pixels predicted as it (mmsegmentation's per-class "Acc"); a class never labelled has none.
 """
 import torch
 
 from utils.runtime import all_reduce_sum
+
+
+def mean_of_defined(values):
+    """Mean of the values that are not None (None when there are none)."""
+    defined = [v for v in values if v is not None]
+    return sum(defined) / len(defined) if defined else None
 
 
 class ConfusionMatrix:
@@ -48,8 +55,22 @@ class ConfusionMatrix:
 
     def mean_iou(self):
         """Mean of the defined per-class IoUs (None when no class is defined)."""
-        values = [v for v in self.iou() if v is not None]
-        return sum(values) / len(values) if values else None
+        return mean_of_defined(self.iou())
+
+    def class_accuracy(self):
+        """Per-class accuracy (recall: diagonal / row sum) as a list of floats, None for a class never labelled."""
+        m = self.matrix.double()
+        return [None if n == 0 else float(t / n) for t, n in zip(m.diagonal().tolist(), m.sum(1).tolist())]
+
+    def mean_accuracy(self):
+        """Mean of the defined per-class accuracies (None when no class is labelled)."""
+        return mean_of_defined(self.class_accuracy())
+
+    def row_fractions(self):
+        """(k, k) float64: each true class's pixels as fractions of its predictions (rows sum to 1, NaN rows
+        for classes never labelled); the diagonal is the per-class accuracy."""
+        m = self.matrix.double()
+        return m / m.sum(1, keepdim=True)
 
     def pixel_accuracy(self):
         """Fraction of labelled pixels predicted right (None before any pixel is counted)."""

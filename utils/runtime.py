@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from utils.cli import UserError, str2bool
+from utils.cli import str2bool
+from utils.errors import UserError
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Runtime:
 def parse_gpu_ids(text):
     """'0,1,2,3' -> [0, 1, 2, 3], checked against the CUDA devices present.
 
-    None, '' and 'None' (the seed's default) mean no --gpu: [].
+    None, '' and 'None' (upstream's default) mean no --gpu: [].
     """
     if text is None or text.strip().lower() in ("", "none"):
         return []

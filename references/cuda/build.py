@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from utils.cli import UserError
+from utils.errors import UserError
 
 SOURCE = Path(__file__).resolve().with_name("criss_cross.cu")
 CACHE_DIR = SOURCE.parents[2] / "build" / "cuda_reference"

@@ -1,4 +1,4 @@
-"""The seed's criss-cross attention (Serge-weihao/CCNet-Pure-Pytorch, CC.py), rewritten from its
+"""Upstream's criss-cross attention (Serge-weihao/CCNet-Pure-Pytorch, CC.py), rewritten from its
 published semantics: contiguous permuted copies of q, k and v, one bmm per row and per column,
 differentiated by autograd through every intermediate. A peer formulation for the benchmarks and
 the precision tests.
@@ -6,7 +6,7 @@ the precision tests.
 import torch
 
 
-def seed_criss_cross(query, key, value):
+def upstream_criss_cross(query, key, value):
     """query, key (B, Cq, H, W), value (B, C, H, W) -> (B, C, H, W); (i, j) is masked out of its column."""
     B, _, H, W = query.shape
     q_cols = query.permute(0, 3, 2, 1).contiguous().view(B * W, H, -1)   # (BW, H, Cq)

@@ -1,8 +1,8 @@
-"""The seed's way of training and evaluating CCNet, rebuilt for side-by-side benchmarks.
+"""Upstream's way of training and evaluating CCNet, rebuilt for side-by-side benchmarks.
 
-What makes the seed (Serge-weihao/CCNet-Pure-Pytorch) slower than this project, kept on purpose:
+What makes upstream (Serge-weihao/CCNet-Pure-Pytorch) slower than this project, kept on purpose:
 - criss-cross attention through contiguous permuted copies and bmm, differentiated by autograd
-  through every intermediate (references/seed.py);
+  through every intermediate (references/upstream.py);
 - OHEM on the host: softmax probabilities and labels copied to numpy, downsampled with
   scipy.ndimage.zoom, the threshold found with np.partition, the new target copied back;
 - evaluation on the host: scipy zoom of the input, each tile's logits copied to numpy and
@@ -20,22 +20,22 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from CC import CrissCrossAttention  # noqa: E402
-from references import seed_criss_cross  # noqa: E402
+from references import upstream_criss_cross  # noqa: E402
 from utils.losses import DSNLoss, OhemCrossEntropy2d  # noqa: E402
 
-__all__ = ["SeedCrissCrossAttention", "SeedOhemCrossEntropy2d", "SeedCriterionOhemDSN", "to_seed_style",
-           "seed_sliding_logits", "seed_predict"]
+__all__ = ["UpstreamCrissCrossAttention", "UpstreamOhemCrossEntropy2d", "UpstreamCriterionOhemDSN", "to_upstream_style",
+           "upstream_sliding_logits", "upstream_predict"]
 
 
-class SeedCrissCrossAttention(CrissCrossAttention):
-    """CrissCrossAttention's parameters, the seed's bmm/permute forward: (B, C, H, W) -> (B, C, H, W)."""
+class UpstreamCrissCrossAttention(CrissCrossAttention):
+    """CrissCrossAttention's parameters, upstream's bmm/permute forward: (B, C, H, W) -> (B, C, H, W)."""
 
     def forward(self, x):
-        return self.gamma * seed_criss_cross(self.query_conv(x), self.key_conv(x), self.value_conv(x)) + x
+        return self.gamma * upstream_criss_cross(self.query_conv(x), self.key_conv(x), self.value_conv(x)) + x
 
 
-class SeedOhemCrossEntropy2d(OhemCrossEntropy2d):
-    """The seed's OHEM cross entropy (utils.loss.OhemCrossEntropy2d's arguments), on the host.
+class UpstreamOhemCrossEntropy2d(OhemCrossEntropy2d):
+    """Upstream's OHEM cross entropy (utils.loss.OhemCrossEntropy2d's arguments), on the host.
 
     threshold = max(thresh, the min_kept // factor**2-th smallest true-class probability of the
     prediction and labels zoomed by 1 / factor), or 1 when that count reaches the valid pixels.
@@ -76,36 +76,36 @@ class SeedOhemCrossEntropy2d(OhemCrossEntropy2d):
         return F.cross_entropy(predict, new_target, ignore_index=self.ignore_label)
 
 
-class SeedCriterionOhemDSN(DSNLoss):
-    """The seed's OHEM on the main head + 0.4 x cross entropy on the DSN head."""
+class UpstreamCriterionOhemDSN(DSNLoss):
+    """Upstream's OHEM on the main head + 0.4 x cross entropy on the DSN head."""
 
     def __init__(self, ignore_index=255, thresh=0.7, min_kept=100000):
-        super().__init__(SeedOhemCrossEntropy2d(ignore_index, thresh, min_kept), ignore_index)
+        super().__init__(UpstreamOhemCrossEntropy2d(ignore_index, thresh, min_kept), ignore_index)
 
 
-def to_seed_style(model, criterion=None):
-    """Swap every CrissCrossAttention of ``model`` for a SeedCrissCrossAttention with the same weights,
+def to_upstream_style(model, criterion=None):
+    """Swap every CrissCrossAttention of ``model`` for an UpstreamCrissCrossAttention with the same weights,
     and its criterion for ``criterion`` when one is given. Works in place; returns the model."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is CrissCrossAttention:
-                seed = SeedCrissCrossAttention(child.value_conv.in_channels)
-                seed.to(device=child.gamma.device, dtype=child.gamma.dtype).load_state_dict(child.state_dict())
-                setattr(parent, name, seed.train(child.training))
+                replacement = UpstreamCrissCrossAttention(child.value_conv.in_channels)
+                replacement.to(device=child.gamma.device, dtype=child.gamma.dtype).load_state_dict(child.state_dict())
+                setattr(parent, name, replacement.train(child.training))
     if criterion is not None:
         model.criterion = criterion
     return model
 
 
 @torch.no_grad()
-def seed_sliding_logits(model, images, tile_size, num_classes):
-    """The seed evaluate.py's single-scale logits, accumulated on the host: (N, H, W, K) float64 numpy.
+def upstream_sliding_logits(model, images, tile_size, num_classes):
+    """Upstream evaluate.py's single-scale logits, accumulated on the host: (N, H, W, K) float64 numpy.
 
     images: (N, 3, H, W) float32 numpy. Tiles of tile_size (h, w) overlap by 1/3 (stride ceil(2/3) of
-    the tile; the seed takes both strides from the tile height, the same for its square tiles), the
+    the tile; upstream takes both strides from the tile height, the same for its square tiles), the
     last row and column shifted back to end at the border, padded with zeros at the bottom and right
     where the tile is larger than the image; each tile's logits are upsampled to the tile and averaged
-    where tiles overlap. A tile the size of the image is the seed's whole-image mode. The model runs
+    where tiles overlap. A tile the size of the image is upstream's whole-image mode. The model runs
     on the device of its parameters.
     """
     device = next(model.parameters()).device
@@ -113,7 +113,7 @@ def seed_sliding_logits(model, images, tile_size, num_classes):
     n, _, height, width = images.shape
     tile_h, tile_w = tile_size
     stride_h, stride_w = math.ceil(tile_h * 2 / 3), math.ceil(tile_w * 2 / 3)
-    probs = np.zeros((n, height, width, num_classes))  # float64, as in the seed
+    probs = np.zeros((n, height, width, num_classes))  # float64, as in upstream
     count = np.zeros((1, height, width, num_classes))
     for row in range(max(math.ceil((height - tile_h) / stride_h) + 1, 1)):
         for col in range(max(math.ceil((width - tile_w) / stride_w) + 1, 1)):
@@ -129,6 +129,6 @@ def seed_sliding_logits(model, images, tile_size, num_classes):
     return probs / count
 
 
-def seed_predict(model, images, tile_size, num_classes):
-    """The seed evaluate.py's single-scale prediction: class ids (N, H, W) uint8 on the host."""
-    return seed_sliding_logits(model, images, tile_size, num_classes).argmax(axis=3).astype(np.uint8)
+def upstream_predict(model, images, tile_size, num_classes):
+    """Upstream evaluate.py's single-scale prediction: class ids (N, H, W) uint8 on the host."""
+    return upstream_sliding_logits(model, images, tile_size, num_classes).argmax(axis=3).astype(np.uint8)

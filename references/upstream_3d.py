@@ -1,4 +1,4 @@
-"""The seed's three 3D criss-cross attention formulations (Serge-weihao/CCNet-Pure-Pytorch,
+"""Upstream's three 3D criss-cross attention formulations (Serge-weihao/CCNet-Pure-Pytorch,
 networks/CC3d.py: CrissCrossAttention3D, CrissCrossAttention3D1, CrissCrossAttention3D2), rewritten
 from their published semantics as functions of (query, key, value).
 
@@ -7,12 +7,12 @@ energies, concatenates the three energies (axis 0, 1, 2 in that order) for one s
 bmm per axis line for the output, differentiated by autograd through every intermediate. The voxel
 itself is masked with -inf on two of its three lines; the three formulations differ in which line
 keeps it and in the layout of the joint softmax, and compute the same function. The -inf diagonal
-is broadcast here where the seed repeats it per line (which only costs the seed more memory).
+is broadcast here where upstream repeats it per line (which only costs upstream more memory).
 """
 import torch
 
 
-def _seed_3d(query, key, value, keep, joint):
+def _upstream_3d(query, key, value, keep, joint):
     """query, key (B, Cq, D1, D2, D3), value (B, C, D1, D2, D3) -> (B, C, D1, D2, D3).
 
     keep: the spatial axis (0, 1, 2) whose line keeps the voxel itself; joint: the order of the
@@ -45,16 +45,16 @@ def _seed_3d(query, key, value, keep, joint):
     return out
 
 
-def seed_criss_cross_3d(query, key, value):
+def upstream_criss_cross_3d(query, key, value):
     """CrissCrossAttention3D: the D2 line keeps the voxel; softmax in (B, D2, D1, D3, .) layout."""
-    return _seed_3d(query, key, value, keep=1, joint=(1, 0, 2))
+    return _upstream_3d(query, key, value, keep=1, joint=(1, 0, 2))
 
 
-def seed_criss_cross_3d1(query, key, value):
+def upstream_criss_cross_3d1(query, key, value):
     """CrissCrossAttention3D1: the D3 line keeps the voxel; softmax in (B, D1, D2, D3, .) layout."""
-    return _seed_3d(query, key, value, keep=2, joint=(0, 1, 2))
+    return _upstream_3d(query, key, value, keep=2, joint=(0, 1, 2))
 
 
-def seed_criss_cross_3d2(query, key, value):
+def upstream_criss_cross_3d2(query, key, value):
     """CrissCrossAttention3D2: the D1 line keeps the voxel; softmax in (B, D1, D2, D3, .) layout."""
-    return _seed_3d(query, key, value, keep=0, joint=(0, 1, 2))
+    return _upstream_3d(query, key, value, keep=0, joint=(0, 1, 2))
