@@ -27,7 +27,7 @@ DATASET_OF_CLASSES = {19: "cityscapes", 21: "voc", 150: "ade20k"}
 # mmsegmentation's dataset types (the ``dataset_type`` of its configs) as our dataset names.
 MMSEG_DATASETS = {"CityscapesDataset": "cityscapes", "PascalVOCDataset": "voc", "ADE20KDataset": "ade20k"}
 # mmsegmentation's decode-head classifier (ours and the official's is the last 4-d weight of the DSN head).
-CLASSIFIERS = ("decode_head.conv_seg.weight",)
+MMSEG_CLASSIFIER = "decode_head.conv_seg.weight"
 
 
 def add_checkpoint_arguments(parser):
@@ -92,7 +92,7 @@ def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=
     args = loaded.get("args") if isinstance(loaded, dict) else None
     stored = {k: args[k] for k in SETTINGS if k in args} if isinstance(args, dict) else {}
     told = mmseg_config_settings(loaded)
-    classifier = [v for k, v in state.items() if k in CLASSIFIERS or (k.startswith("dsn.") and v.dim() == 4)]
+    classifier = [v for k, v in state.items() if k == MMSEG_CLASSIFIER or (k.startswith("dsn.") and v.dim() == 4)]
     if classifier:
         told["num_classes"] = classifier[-1].shape[0]
     if layout_of(state, source):
