@@ -1,4 +1,4 @@
-"""Every GPU figure of the README's Performance section, in parts that each fit a ten-minute command.
+"""Every GPU figure of docs/benchmarks.md, in parts that each fit a ten-minute command.
 
     python bench/gpu_suite.py --part op --out DIR      # check.py; bench_cca fp32 and bf16; bench_cca3d
     python bench/gpu_suite.py --part tests --out DIR   # the test suite, the CUDA-only tests included

@@ -156,7 +156,7 @@ class ResNet(nn.Module):
         x = self.stage(self.layer1, x)  # (B, 256, H/4, W/4)
         x = self.stage(self.layer2, x)  # (B, 512, H/8, W/8)
         # Pairs halve the 1024-channel inputs kept for layer3 at the cost of a second block's
-        # activations in its backward: the lower peak at 257x257 (README, Memory-efficient training).
+        # activations in its backward: the lower peak at 257x257 (docs/benchmarks.md, Memory-efficient training).
         c3 = self.stage(self.layer3, x, blocks_per_segment=2)  # (B, 1024, H/8, W/8)
         c4 = self.stage(self.layer4, c3)  # (B, 2048, H/8, W/8)
         return c3, c4
