@@ -3,9 +3,9 @@
 Needs a virtual environment of its own, outside the repository, with mmsegmentation and its
 dependencies (they are not this project's requirements):
 
-    python -m venv /work/venvs/mmseg
-    /work/venvs/mmseg/bin/pip install torch==2.13.0 mmcv-lite==2.1.0 mmengine==0.10.7 mmsegmentation==1.2.2 ftfy regex
-    /work/venvs/mmseg/bin/python bench/mmsegmentation_check.py [--configs NAME ...] [--size 100,132]
+    python -m venv ~/venvs/mmseg
+    ~/venvs/mmseg/bin/pip install torch==2.13.0 mmcv-lite==2.1.0 mmengine==0.10.7 mmsegmentation==1.2.2 ftfy regex
+    ~/venvs/mmseg/bin/python bench/mmsegmentation_check.py [--configs NAME ...] [--size 100,132]
 
 mmcv-lite has no compiled ops; CCNet needs only mmcv.ops.CrissCrossAttention, which is pure PyTorch,
 so a stand-in ``mmcv.ops`` module is installed that runs mmcv's own mmcv/ops/cc_attention.py (the
