@@ -75,7 +75,9 @@ def get_args_parser():
     model.add_argument("--model", type=str, default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
     model.add_argument("--num-classes", type=int, default=None,
                        help="number of classes the model predicts (default: read from the checkpoint)")
-    model.add_argument("--recurrence", type=int, default=1, help="criss-cross attention passes")
+    model.add_argument("--recurrence", type=int, default=None,
+                       help="criss-cross attention passes (default: the checkpoint's, a training state's "
+                            "arguments or an mmsegmentation config; else 1, upstream's)")
     model.add_argument("--norm", choices=networks.NORMS, default=None,
                        help="layout: syncbn (upstream's), inplace-abn (the official CCNet's) or mmseg "
                             "(mmsegmentation's); default: told by the checkpoint's keys")
@@ -217,7 +219,8 @@ def main(args):
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         model, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence,
-                                                args.norm, align_corners=args.align_corners)
+                                                args.norm, align_corners=args.align_corners,
+                                                defaults={"recurrence": 1})
         info = dataset_of(args, settings)
         if runtime.is_main:
             print(f"{args.restore_from}: {describe(settings)}")

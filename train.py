@@ -22,7 +22,7 @@ from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
-from networks.from_checkpoint import depth_of, describe, require_known_head, weights_of
+from networks.from_checkpoint import depth_of, describe, mmseg_config_settings, require_known_head, weights_of
 from utils.checkpoint import load_model, load_state, restore_state, rng_state, save_atomic, save_state
 from utils.cli import ArgumentParser, label_value, size_pair, str2bool
 from utils.errors import UserError, exit_on_user_error
@@ -53,7 +53,9 @@ def get_args_parser():
     model.add_argument("--model", default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
     model.add_argument("--num-classes", type=int, default=None,
                        help="number of classes (default: the dataset's, 19 for cityscapes)")
-    model.add_argument("--recurrence", type=int, default=0, help="criss-cross attention passes")
+    model.add_argument("--recurrence", type=int, default=None,
+                       help="criss-cross attention passes (default: the --restore-from file's mmsegmentation "
+                            "config, else 0, upstream's)")
     model.add_argument("--norm", choices=networks.NORMS, default=None,
                        help="layout: syncbn (upstream's BatchNorm + ReLU), inplace-abn (the official CCNet's "
                             "InPlace-ABN) or mmseg (mmsegmentation's CCNet; ImageNet weights: resnet50_v1c or "
@@ -112,9 +114,11 @@ def get_args_parser():
     return parser
 
 
-# --norm and --depth when neither they nor the --restore-from weights say (and so for runs from before
-# they were told by the weights).
-MODEL_DEFAULTS = {"norm": "syncbn", "depth": 101}
+# --norm, --depth and --recurrence when neither they nor the --restore-from file say (and so for runs
+# from before they were told by the file).
+MODEL_DEFAULTS = {"norm": "syncbn", "depth": 101, "recurrence": 0}
+# Those the keys tell: a given value the keys contradict cannot load.
+KEYED_FLAGS = ("norm", "depth")
 
 
 def poly_lr(base_lr, iteration, num_steps, power):
@@ -226,8 +230,8 @@ def build_network(args, device):
     else:
         criterion = CriterionDSN(ignore_index=args.ignore_label)
     skip_restore = args.resume or args.restore_from.strip().lower() in ("", "none")
-    state = None if skip_restore else weights_of(args.restore_from)[1]
-    settle_model_flags(args, state)
+    loaded, state = (None, None) if skip_restore else weights_of(args.restore_from)
+    settle_model_flags(args, loaded, state)
     net = networks.build_model(args.model, args.num_classes, criterion=criterion, recurrence=args.recurrence,
                                norm=args.norm, memory_efficient=args.memory_efficient, depth=args.depth)
     if state:
@@ -237,16 +241,20 @@ def build_network(args, device):
     return net.to(device=device, memory_format=memory_format(args.channels_last)).train()
 
 
-def settle_model_flags(args, state):
-    """Set --norm and --depth left unset to what the --restore-from state_dict's keys tell (else
-    MODEL_DEFAULTS); a given one the keys contradict, or another mmsegmentation model, is a UserError."""
+def settle_model_flags(args, loaded, state):
+    """Set --norm, --depth and --recurrence left unset to what the --restore-from file tells (its keys, an
+    mmsegmentation config's recurrence), else MODEL_DEFAULTS; a --norm or --depth the keys contradict,
+    or another mmsegmentation model, is a UserError."""
     source = f"--restore-from {args.restore_from}"
-    told = {"norm": networks.layout_of(state, source), "depth": depth_of(state, source)} if state else {}
+    told = {}
+    if state:
+        told = {"norm": networks.layout_of(state, source), "depth": depth_of(state, source),
+                "recurrence": mmseg_config_settings(loaded).get("recurrence")}
     for name, default in MODEL_DEFAULTS.items():
         given, value = getattr(args, name), told.get(name)
         if given is None:
-            setattr(args, name, value or default)
-        elif value not in (None, given):
+            setattr(args, name, default if value is None else value)
+        elif name in KEYED_FLAGS and value not in (None, given):
             what = networks.DESCRIPTIONS[value] if name == "norm" else f"a ResNet-{value}"
             raise UserError(f"{source} holds {what}: train it with --{name} {value}")
     if state:

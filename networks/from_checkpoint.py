@@ -6,10 +6,10 @@ so model, num_classes, recurrence, norm, depth and dataset come from them. Our s
 ``{"meta", "state_dict", ...}``: num_classes is read from the shape of the last classifier weight,
 the layout from the keys (networks.norms: upstream's "syncbn", the official "inplace-abn",
 mmsegmentation's "mmseg"), the depth from the number of layer3 blocks (6: ResNet-50, 23: ResNet-101).
-An mmsegmentation file's meta tells the dataset and how the logits are resized (its config's
-``align_corners``); without it the class count picks the dataset (19: cityscapes, 21: voc, 150: ade20k).
-Model and recurrence leave no trace in the weights (the attention's weights are shared by all its
-passes), so they come from the caller or the defaults (ccnet, recurrence 2). A value the caller gives
+An mmsegmentation file's meta tells the dataset, the recurrence and how the logits are resized (its
+config's ``align_corners``); without it the class count picks the dataset (19: cityscapes, 21: voc,
+150: ade20k). Otherwise model and recurrence leave no trace in the weights (the attention's weights are
+shared by all its passes), so they come from the caller or the defaults (ccnet, recurrence 2). A value the caller gives
 always wins over the file's.
 """
 import re
@@ -65,7 +65,7 @@ def depth_of(state, source="the checkpoint"):
 
 
 def mmseg_config_settings(loaded):
-    """{'dataset', 'align_corners'} that an mmsegmentation checkpoint's meta tells: its config text
+    """{'dataset', 'align_corners', 'recurrence'} that an mmsegmentation checkpoint's meta tells: its config text
     (mmengine's ``cfg``, mmsegmentation 0.x's ``config``), read as text and never run, and the
     class names of its dataset meta. Absent entries are left out."""
     meta = loaded.get("meta") if isinstance(loaded, dict) else None
@@ -81,14 +81,18 @@ def mmseg_config_settings(loaded):
     corners = re.search(r"decode_head\s*=\s*dict\(.*?align_corners\s*=\s*(True|False)", text, re.S)
     if corners:
         found["align_corners"] = corners.group(1) == "True"
+    recurrence = re.search(r"decode_head\s*=\s*dict\(.*?recurrence\s*=\s*(\d+)", text, re.S)
+    if recurrence:
+        found["recurrence"] = int(recurrence.group(1))
     return found
 
 
 def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=None, norm=None, depth=None,
-                        align_corners=None, source="the checkpoint"):
+                        align_corners=None, source="the checkpoint", defaults=None):
     """{setting: value} for SETTINGS of a loaded checkpoint and its state_dict: each given value, else the
-    checkpoint's stored arguments, else what its tensors and meta tell (the module docstring), else the
-    default; UserError if num_classes stays unknown. 'align_corners' None means the network's own."""
+    checkpoint's stored arguments, else what its tensors and meta tell (the module docstring), else
+    ``defaults`` (a dict) or DEFAULTS; UserError if num_classes stays unknown. 'align_corners' None means
+    the network's own."""
     args = loaded.get("args") if isinstance(loaded, dict) else None
     stored = {k: args[k] for k in SETTINGS if k in args} if isinstance(args, dict) else {}
     told = mmseg_config_settings(loaded)
@@ -101,7 +105,7 @@ def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=
         told["depth"] = depth_of(state, source)
     given = {"model": model, "num_classes": num_classes, "recurrence": recurrence, "norm": norm, "depth": depth,
              "align_corners": align_corners}
-    settings = {**DEFAULTS, "dataset": None, "align_corners": None, **told, **stored,
+    settings = {**DEFAULTS, **(defaults or {}), "dataset": None, "align_corners": None, **told, **stored,
                 **{k: v for k, v in given.items() if v is not None}}
     if "num_classes" not in settings:
         raise UserError("the checkpoint does not say how many classes it predicts; give --num-classes")
@@ -134,18 +138,19 @@ def describe(settings):
 
 
 def build_from_checkpoint(path, model=None, num_classes=None, recurrence=None, norm=None, depth=None,
-                          align_corners=None):
+                          align_corners=None, defaults=None):
     """The network stored in ``path`` with single-device norms, all its weights loaded, in eval mode;
     returns (network, settings).
 
     model, num_classes, recurrence, norm, depth, align_corners: None takes the checkpoint's value
-    (checkpoint_settings); settings is the dict of SETTINGS used, 'align_corners' the network's. A
+    (checkpoint_settings; ``defaults`` where it says nothing); settings is the dict of SETTINGS used,
+    'align_corners' the network's. A
     missing, unreadable or truncated file, one holding keys of two layouts or another mmsegmentation
     model, or one that does not fit the model (the keys that do not fit are named) is a UserError naming it.
     """
     loaded, state = weights_of(path)
     settings = checkpoint_settings(loaded, state, model, num_classes, recurrence, norm, depth, align_corners,
-                                   source=path)
+                                   source=path, defaults=defaults)
     require_known_head(state, settings, path)
     network = build_model(settings["model"], settings["num_classes"], recurrence=settings["recurrence"],
                           norm_layer=single_device_norm_layer(settings["norm"]), norm=settings["norm"],

@@ -179,10 +179,10 @@ def test_a_zoo_file_gives_the_logits_of_the_layout_written_out(zoo_file, zoo_sta
 
 def test_the_zoo_files_meta_tells_dataset_and_align_corners_and_the_class_count_otherwise(zoo_file, zoo_state):
     loaded = read_checkpoint(zoo_file)
-    settings = checkpoint_settings(loaded, loaded["state_dict"])
-    assert (settings["dataset"], settings["align_corners"]) == ("cityscapes", True)
-    bare = checkpoint_settings(loaded["state_dict"], loaded["state_dict"])
-    assert (bare["dataset"], bare["align_corners"]) == ("cityscapes", None)  # 19 classes; the network's own
+    settings = checkpoint_settings(loaded, loaded["state_dict"], defaults={"recurrence": 1})  # evaluate.py's
+    assert (settings["dataset"], settings["align_corners"], settings["recurrence"]) == ("cityscapes", True, 2)
+    bare = checkpoint_settings(loaded["state_dict"], loaded["state_dict"], defaults={"recurrence": 1})
+    assert (bare["dataset"], bare["align_corners"], bare["recurrence"]) == ("cityscapes", None, 1)
     network, _ = build_from_checkpoint(str(zoo_file), align_corners=False)
     assert network.align_corners is False
     for classes, dataset in ((21, "voc"), (150, "ade20k"), (7, None)):
@@ -312,20 +312,20 @@ def scenes(tmp_path_factory):
 
 
 def test_a_zoo_file_fine_tunes_in_its_layout_which_resume_remembers(zoo_file, scenes, tmp_path, capsys):
-    """No layout or depth flag: the keys tell them; the snapshot holds mmsegmentation's keys and --resume
-    takes the stored layout and depth, while --norm syncbn with the zoo file is refused in one line."""
+    """No layout, depth or recurrence flag: the file tells them; the snapshot holds mmsegmentation's keys
+    and --resume takes the stored ones, while --norm syncbn with the zoo file is refused in one line."""
     root, lists = scenes
     flags = ["--data-dir", str(root), "--data-list", lists["train"], "--snapshot-dir", str(tmp_path),
-             "--restore-from", str(zoo_file), "--recurrence", "2", "--input-size", "33,33", "--batch-size", "1",
+             "--restore-from", str(zoo_file), "--input-size", "33,33", "--batch-size", "1",
              "--num-workers", "0", "--print-frequency", "1", "--num-steps", "1"]
     net = train.main(train.get_args_parser().parse_args(flags))
     assert f"--restore-from {zoo_file}: ccnet in mmsegmentation's layout" in capsys.readouterr().out
-    assert type(net).__name__ == "EncoderDecoder" and len(net.backbone.layer3) == 6
+    assert type(net).__name__ == "EncoderDecoder" and len(net.backbone.layer3) == 6 and net.decode_head.recurrence == 2
     snapshot = read_state_dict(tmp_path / "CS_scenes_1.pth")
     assert [k for k, _, _ in keys_shapes_dtypes(snapshot)] == [k for k, _, _ in spec(SPECS[50])]
     resume = train.get_args_parser().parse_args(flags + ["--num-steps", "2", "--resume", str(tmp_path / "last.pth")])
     load_state(resume.resume, resume, {**vars(train.get_args_parser().parse_args([])), **train.MODEL_DEFAULTS})
-    assert (resume.norm, resume.depth) == ("mmseg", 50)
+    assert (resume.norm, resume.depth, resume.recurrence) == ("mmseg", 50, 2)
     refused = train.get_args_parser().parse_args(flags + ["--norm", "syncbn", "--snapshot-dir", str(tmp_path / "no")])
     with pytest.raises(UserError, match="holds mmsegmentation's layout .*: train it with --norm mmseg"):
         train.main(refused)
@@ -335,7 +335,7 @@ def test_a_zoo_file_fine_tunes_in_its_layout_which_resume_remembers(zoo_file, sc
 def test_evaluate_takes_a_zoo_file_as_it_is_and_names_what_it_loaded(zoo_file, scenes, capsys):
     root, lists = scenes
     args = evaluate.get_args_parser().parse_args([
-        "--data-dir", str(root), "--data-list", lists["val"], "--restore-from", str(zoo_file), "--recurrence", "2",
+        "--data-dir", str(root), "--data-list", lists["val"], "--restore-from", str(zoo_file),
         "--whole", "true", "--rescale", "80,40", "--batch-size", "1", "--num-workers", "0", "--no-save-pred"])
     confmat = evaluate.main(args)
     out = capsys.readouterr().out
