@@ -202,11 +202,12 @@ def write_results(confmat, names, folder, figure):
         save_confusion_figure(fractions, names, os.path.join(folder, "confusion_matrix.png"))
 
 
-def dataset_of(args, settings):
-    """The DatasetInfo to evaluate on: --dataset, else the one the checkpoint tells (else cityscapes);
-    --num-classes left unset is the model's, --input-size the dataset's."""
-    args.dataset = args.dataset or settings["dataset"] or "cityscapes"
-    info = get_dataset(args.dataset, args.data_dir)
+def dataset_of(args, settings, info=None):
+    """The DatasetInfo to evaluate on: ``info`` (--dataset's), else the one the checkpoint tells (else
+    cityscapes); --num-classes left unset is the model's, --input-size the dataset's."""
+    if info is None:
+        args.dataset = settings["dataset"] or "cityscapes"
+        info = get_dataset(args.dataset, args.data_dir)
     args.num_classes = args.num_classes or settings["num_classes"]
     fill_defaults(args, info)
     return info
@@ -218,13 +219,16 @@ def main(args):
     try:
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        # A dataset given by --dataset is read (its list, its files) before the checkpoint.
+        info = get_dataset(args.dataset, args.data_dir) if args.dataset else None
+        loader = build_loader(info, args, runtime) if info else None
         model, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence,
                                                 args.norm, align_corners=args.align_corners,
                                                 defaults={"recurrence": 1})
-        info = dataset_of(args, settings)
+        info = dataset_of(args, settings, info)
         if runtime.is_main:
             print(f"{args.restore_from}: {describe(settings)}")
-        loader = build_loader(info, args, runtime)
+        loader = loader or build_loader(info, args, runtime)
         model.to(runtime.device, memory_format=memory_format(args.channels_last))
         if len(runtime.gpu_ids) > 1:
             model = AutocastDataParallel(model, device_ids=runtime.gpu_ids)
