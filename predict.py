@@ -37,7 +37,7 @@ from networks.attention_maps import attention_maps, attention_modules, recorded_
 from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint, describe
 from utils.cli import ArgumentParser, point, unit_interval
 from utils.errors import UserError, exit_on_user_error
-from utils.inference import add_inference_arguments, predict
+from utils.inference import add_inference_arguments, aligns_corners, predict
 from utils.palette import color_label, palette_image
 from utils.runtime import add_speed_arguments, autocast, memory_format, parse_device
 from utils.visualize import attention_figure, blend
@@ -152,17 +152,22 @@ class Predictor:
     @torch.no_grad()
     def attention(self, image, points):
         """(R, h, w) attention maps of each point (y, x) of a BGR image, from one whole-image
-        forward pass at scale 1; a point's feature position is the nearest one under the
-        corner-aligned upsampling of the logits."""
+        forward pass at scale 1; a point's feature position is the nearest one under the network's
+        upsampling of its logits (feature_index)."""
         with autocast(self.device, self.args.amp), recorded_attention(self.network) as passes:
             self.network(self.tensor(image))
         (height, width), (h, w) = image.shape[:2], passes[0][0].shape[1:3]
-        maps = []
-        for y, x in points:
-            fy = round(y * (h - 1) / (height - 1)) if height > 1 else 0
-            fx = round(x * (w - 1) / (width - 1)) if width > 1 else 0
-            maps.append(attention_maps(passes, fy, fx)[:, 0])
-        return maps
+        corners = aligns_corners(self.network)
+        return [attention_maps(passes, feature_index(y, height, h, corners), feature_index(x, width, w, corners))[:, 0]
+                for y, x in points]
+
+
+def feature_index(pixel, size, feature_size, align_corners):
+    """The feature row (or column) nearest to image row ``pixel`` of ``size`` under a bilinear resize of
+    ``feature_size`` to ``size``: corners aligned, or half-pixel centres."""
+    if align_corners:
+        return round(pixel * (feature_size - 1) / (size - 1)) if size > 1 else 0
+    return min(max(round((pixel + 0.5) * feature_size / size - 0.5), 0), feature_size - 1)
 
 
 def output_path(out_dir, name, suffix):

@@ -380,3 +380,11 @@ def test_rescale_resizes_as_mmcv_does_and_the_logits_back_with_the_networks_alig
         logits = F.interpolate(model(view)[0], size=(40, 55), mode="bilinear", align_corners=align_corners)
         back = F.interpolate(logits, size=(30, 41), mode="bilinear", align_corners=align_corners)
     torch.testing.assert_close(probs, back.softmax(1), rtol=0, atol=0)
+
+
+def test_an_attention_point_maps_to_the_feature_its_logits_are_resized_from():
+    """Corners aligned: pixel 0 and H - 1 are features 0 and h - 1; half-pixel centres: pixel p sits at
+    feature (p + 0.5) h / H - 0.5 (an mmsegmentation model's), clamped to the grid."""
+    assert [predict.feature_index(p, 97, 13, True) for p in (0, 48, 96)] == [0, 6, 12]
+    assert [predict.feature_index(p, 96, 12, False) for p in (0, 3, 4, 48, 95)] == [0, 0, 0, 6, 11]
+    assert predict.feature_index(12, 96, 12, False) == 1  # 12.5 / 8 - 0.5 = 1.06
