@@ -4,8 +4,9 @@ on Cityscapes with upstream's command line, or on Pascal VOC, ADE20K or a folder
 Runs on one GPU or the CPU, on several GPUs of one process (``--gpu 0,1,2,3``: DataParallel with
 synchronized BN), or under torchrun (DistributedDataParallel, one process per GPU or CPU worker).
 Every ``--save-pred-every`` iterations and at the end it writes ``CS_scenes_<iter>.pth`` (the model's
-weights) and ``last.pth`` (the full training state, for ``--resume``). ``--norm inplace-abn`` trains the
-official CCNet's layout (InPlace-ABN, see networks/norms.py), e.g. to fine-tune its released models.
+weights) and ``last.pth`` (the full training state, for ``--resume``). The layout and the depth are
+those of the --restore-from weights' keys (networks.norms; an official CCNet or mmsegmentation model
+fine-tunes as it is); ``--norm`` and ``--depth`` choose them for ImageNet weights or from scratch.
 """
 import math
 import os
@@ -13,7 +14,6 @@ import random
 
 import numpy as np
 import torch
-import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -22,8 +22,8 @@ from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
-from utils.checkpoint import (load_model, load_state, read_state_dict, restore_state, rng_state, save_atomic,
-                              save_state)
+from networks.from_checkpoint import depth_of, describe, mmseg_config_settings, require_known_head, weights_of
+from utils.checkpoint import load_model, load_state, restore_state, rng_state, save_atomic, save_state
 from utils.cli import ArgumentParser, label_value, size_pair, str2bool
 from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict_whole
@@ -53,10 +53,16 @@ def get_args_parser():
     model.add_argument("--model", default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
     model.add_argument("--num-classes", type=int, default=None,
                        help="number of classes (default: the dataset's, 19 for cityscapes)")
-    model.add_argument("--recurrence", type=int, default=0, help="criss-cross attention passes")
-    model.add_argument("--norm", choices=networks.NORMS, default="syncbn",
-                       help="normalization layout: syncbn (upstream's BatchNorm + ReLU) or inplace-abn "
-                            "(the official CCNet's InPlace-ABN, to fine-tune its released models)")
+    model.add_argument("--recurrence", type=int, default=None,
+                       help="criss-cross attention passes (default: the --restore-from file's mmsegmentation "
+                            "config, else 0, upstream's)")
+    model.add_argument("--norm", choices=networks.NORMS, default=None,
+                       help="layout: syncbn (upstream's BatchNorm + ReLU), inplace-abn (the official CCNet's "
+                            "InPlace-ABN) or mmseg (mmsegmentation's CCNet; ImageNet weights: resnet50_v1c or "
+                            "resnet101_v1c); default: told by the --restore-from keys, else syncbn")
+    model.add_argument("--depth", type=int, choices=tuple(networks.DEPTHS), default=None,
+                       help="ResNet depth (ImageNet weights: resnet50-imagenet.pth or resnet101-imagenet.pth, or "
+                            "the v1c files for mmseg); default: told by the --restore-from keys, else 101")
     model.add_argument("--is-training", action="store_true",
                        help="accepted for compatibility with upstream; BN statistics are always updated")
 
@@ -108,6 +114,13 @@ def get_args_parser():
     return parser
 
 
+# --norm, --depth and --recurrence when neither they nor the --restore-from file say (and so for runs
+# from before they were told by the file).
+MODEL_DEFAULTS = {"norm": "syncbn", "depth": 101, "recurrence": 0}
+# Those the keys tell: a given value the keys contradict cannot load.
+KEYED_FLAGS = ("norm", "depth")
+
+
 def poly_lr(base_lr, iteration, num_steps, power):
     """Learning rate of the 0-based `iteration`: base_lr * (1 - iteration / num_steps) ** power."""
     return base_lr * (1 - iteration / num_steps) ** power
@@ -143,9 +156,8 @@ def epoch_order(sampler, batches_per_epoch, batch_size, start, stop, seed):
 
 def reset_classifiers(net):
     """Re-initialise the classifier layers: the last convolution of the head and of the DSN head."""
-    for part in (net.head, net.dsn):
-        convolutions = [module for module in part.modules() if isinstance(module, nn.Conv2d)]
-        convolutions[-1].reset_parameters()
+    for convolution in net.classifiers():
+        convolution.reset_parameters()
 
 
 def non_finite_count(net):
@@ -218,18 +230,36 @@ def build_network(args, device):
     else:
         criterion = CriterionDSN(ignore_index=args.ignore_label)
     skip_restore = args.resume or args.restore_from.strip().lower() in ("", "none")
-    state = None if skip_restore else read_state_dict(args.restore_from)
-    layout = networks.layout_of(state) if state else None
-    if layout not in (None, args.norm):
-        raise UserError(f"--restore-from {args.restore_from} holds {networks.DESCRIPTIONS[layout]}: "
-                        f"train it with --norm {layout}")
+    loaded, state = (None, None) if skip_restore else weights_of(args.restore_from)
+    settle_model_flags(args, loaded, state)
     net = networks.build_model(args.model, args.num_classes, criterion=criterion, recurrence=args.recurrence,
-                               norm=args.norm, memory_efficient=args.memory_efficient)
+                               norm=args.norm, memory_efficient=args.memory_efficient, depth=args.depth)
     if state:
         load_model(net, state, source=args.restore_from)
         if args.not_restore_last:
             reset_classifiers(net)
     return net.to(device=device, memory_format=memory_format(args.channels_last)).train()
+
+
+def settle_model_flags(args, loaded, state):
+    """Set --norm, --depth and --recurrence left unset to what the --restore-from file tells (its keys, an
+    mmsegmentation config's recurrence), else MODEL_DEFAULTS; a --norm or --depth the keys contradict,
+    or another mmsegmentation model, is a UserError."""
+    source = f"--restore-from {args.restore_from}"
+    told = {}
+    if state:
+        told = {"norm": networks.layout_of(state, source), "depth": depth_of(state, source),
+                "recurrence": mmseg_config_settings(loaded).get("recurrence")}
+    for name, default in MODEL_DEFAULTS.items():
+        given, value = getattr(args, name), told.get(name)
+        if given is None:
+            setattr(args, name, default if value is None else value)
+        elif name in KEYED_FLAGS and value not in (None, given):
+            what = networks.DESCRIPTIONS[value] if name == "norm" else f"a ResNet-{value}"
+            raise UserError(f"{source} holds {what}: train it with --{name} {value}")
+    if state:
+        require_known_head(state, {"norm": args.norm}, source)
+        print(f"{source}: {describe(vars(args))}")
 
 
 def build_optimizer(args, net, device):
@@ -304,11 +334,14 @@ def train(args, runtime):
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     dataset, sampler, batches_per_epoch = build_data(info, args, runtime)
+    state = None
+    if args.resume:
+        defaults = {**vars(get_args_parser().parse_args([])), **MODEL_DEFAULTS}
+        state = load_state(args.resume, args, defaults, report=runtime.is_main)
     net = build_network(args, runtime.device)
     optimizer, scaler = build_optimizer(args, net, runtime.device)
     start = args.start_iters
-    if args.resume:
-        state = load_state(args.resume, args, vars(get_args_parser().parse_args([])), report=runtime.is_main)
+    if state:
         start = restore_state(state, net, optimizer, scaler, runtime.rank)
         if start >= args.num_steps:
             raise UserError(f"--resume {args.resume} already ran {start} of --num-steps {args.num_steps} iterations")

@@ -417,7 +417,7 @@ def test_an_official_snapshot_is_evaluated_in_its_own_layout(cityscapes, officia
     flags = common_flags(cityscapes, tmp_path)
     flags[flags.index("--restore-from") + 1] = official_checkpoint
     confmat = run_evaluate(flags + ["--whole", "true", "--no-save-pred"])
-    assert f"{official_checkpoint}: the official CCNet layout (InPlace-ABN" in capsys.readouterr().out
+    assert f"{official_checkpoint}: ccnet in the official CCNet layout (InPlace-ABN" in capsys.readouterr().out
     labelled = sum(int((ID_TO_TRAINID[train_ids_of(path)] != 255).sum()) for path in val_label_files(cityscapes))
     assert int(confmat.matrix.sum()) == labelled
 
