@@ -99,7 +99,7 @@ def test_non_local_block_starts_as_the_identity():
 def test_bench_rows_split_every_model_and_write_the_issue_fields(tmp_path, capsys, monkeypatch):
     """On models whose ResNet has one bottleneck per stage (the split is the point, not the depth)."""
     init = ResNet.__init__
-    monkeypatch.setattr(ResNet, "__init__", lambda self, **kwargs: init(self, layers=(1, 1, 1, 1), **kwargs))
+    monkeypatch.setattr(ResNet, "__init__", lambda self, layers=None, **kwargs: init(self, (1, 1, 1, 1), **kwargs))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a second thread only waits for the first on a machine shared with other jobs
     out = tmp_path / "flops.json"
