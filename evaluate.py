@@ -16,8 +16,9 @@ checkpoint result.txt (JSON {"meanIU", "IU_array", "meanAcc", "Acc_array"}) and 
 (pixel counts, rows the true classes, columns the predicted ones; --confusion-figure also draws it
 row-normalized as confusion_matrix.png); --test predicts the unlabelled test split and also
 writes outputs/label_ids/<name>.png in the dataset's label values (Cityscapes: official label ids)
-for the benchmark server. The checkpoint's keys tell its normalization layout (networks.norms), so
-the released official CCNet models, which use InPlace-ABN, evaluate as they are.
+for the benchmark server. The checkpoint's keys tell its layout and depth (networks.norms,
+networks/from_checkpoint.py), so the released official CCNet models (InPlace-ABN) and mmsegmentation's
+model zoo files evaluate as they are; --rescale and --input-size reproduce mmsegmentation's test modes.
 """
 import argparse
 import functools
@@ -32,7 +33,7 @@ from PIL import Image
 import networks
 from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
-from networks.from_checkpoint import build_from_checkpoint
+from networks.from_checkpoint import add_align_corners_argument, build_from_checkpoint, describe
 from utils.cli import ArgumentParser, label_value, str2bool
 from utils.confusion_files import save_confusion_figure, write_confusion_csv
 from utils.data_parallel import AutocastDataParallel
@@ -56,7 +57,7 @@ def get_args_parser():
     parser = ArgumentParser(description="Evaluate CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images",
                             allow_abbrev=False)
     data = parser.add_argument_group("data")
-    add_dataset_argument(data)
+    add_dataset_argument(data, default=None)
     data.add_argument("--data-dir", type=str, default="cityscapes",
                       help="dataset root (Cityscapes: the folder holding leftImg8bit/ and gtFine/)")
     data.add_argument("--data-list", type=str, default=None,
@@ -72,11 +73,14 @@ def get_args_parser():
                        help="checkpoint to evaluate; result.txt is written next to it")
     model.add_argument("--model", type=str, default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
     model.add_argument("--num-classes", type=int, default=None,
-                       help="number of classes the model predicts (default: the dataset's, 19 for cityscapes)")
-    model.add_argument("--recurrence", type=int, default=1, help="criss-cross attention passes")
+                       help="number of classes the model predicts (default: read from the checkpoint)")
+    model.add_argument("--recurrence", type=int, default=None,
+                       help="criss-cross attention passes (default: the checkpoint's, a training state's "
+                            "arguments or an mmsegmentation config; else 1, upstream's)")
     model.add_argument("--norm", choices=networks.NORMS, default=None,
-                       help="normalization layout: syncbn (upstream's) or inplace-abn (the official CCNet's); "
-                            "default: told by the checkpoint's classifier keys")
+                       help="layout: syncbn (upstream's), inplace-abn (the official CCNet's) or mmseg "
+                            "(mmsegmentation's); default: told by the checkpoint's keys")
+    add_align_corners_argument(model)
 
     inference = parser.add_argument_group("inference")
     inference.add_argument("--whole", type=whole_flag, nargs="?", const=True, default=False,
@@ -166,19 +170,33 @@ def write_results(confmat, names, folder, figure):
         save_confusion_figure(fractions, names, os.path.join(folder, "confusion_matrix.png"))
 
 
+def dataset_of(args, settings, info=None):
+    """The DatasetInfo to evaluate on: ``info`` (--dataset's), else the one the checkpoint tells (else
+    cityscapes); --num-classes left unset is the model's, --input-size the dataset's."""
+    if info is None:
+        args.dataset = settings["dataset"] or "cityscapes"
+        info = get_dataset(args.dataset, args.data_dir)
+    args.num_classes = args.num_classes or settings["num_classes"]
+    fill_defaults(args, info)
+    return info
+
+
 def main(args):
     check_args(args)
-    info = get_dataset(args.dataset, args.data_dir)
-    fill_defaults(args, info)
     runtime = setup(args.gpu)
     try:
         if runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        loader = build_loader(info, args, runtime)
+        # A dataset given by --dataset is read (its list, its files) before the checkpoint.
+        info = get_dataset(args.dataset, args.data_dir) if args.dataset else None
+        loader = build_loader(info, args, runtime) if info else None
         model, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence,
-                                                args.norm)
+                                                args.norm, align_corners=args.align_corners,
+                                                defaults={"recurrence": 1})
+        info = dataset_of(args, settings, info)
         if runtime.is_main:
-            print(f"{args.restore_from}: {networks.DESCRIPTIONS[settings['norm']]}")
+            print(f"{args.restore_from}: {describe(settings)}")
+        loader = loader or build_loader(info, args, runtime)
         model.to(runtime.device, memory_format=memory_format(args.channels_last))
         if len(runtime.gpu_ids) > 1:
             model = AutocastDataParallel(model, device_ids=runtime.gpu_ids)
@@ -188,7 +206,7 @@ def main(args):
             os.makedirs(os.path.join(out_dir, "label_ids") if args.test else out_dir, exist_ok=True)
 
         settings = InferenceSettings(None if args.whole else args.input_size, tuple(args.scales), args.flip,
-                                     args.amp, args.channels_last)
+                                     args.rescale, args.amp, args.channels_last)
         confmat = None if args.test else ConfusionMatrix(args.num_classes, args.ignore_label, runtime.device)
         save = functools.partial(save_predictions, info, out_dir=out_dir, label_ids=args.test) if args.save_pred \
             else None

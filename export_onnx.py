@@ -5,8 +5,9 @@
 
 The ONNX model maps ``images`` (B, 3, H, W) float32 (BGR minus the training mean, as
 dataset.datasets.normalize gives) to ``logits`` (B, K, H, W) float32, upsampled to the image as
-utils.inference.predict_whole does; batch, height and width are dynamic. Model, classes and
-recurrence come from the checkpoint where it holds them (networks/from_checkpoint.py).
+utils.inference.predict_whole does (with the network's align_corners); batch, height and width are
+dynamic. Model, classes, recurrence, layout and depth come from the checkpoint where it holds them
+(networks/from_checkpoint.py; an mmsegmentation file's network converts the input to its RGB inside).
 torch.export traces the network (CC.py then runs its forward as batched tensor ops instead of the
 per-image loop of its autograd Function), and torch's dynamo exporter converts the graph. When
 onnxruntime is installed, the script runs the sample batch through both and prints the largest
@@ -18,7 +19,7 @@ import time
 import torch
 from torch import nn
 
-from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint
+from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint, describe
 from utils.cli import ArgumentParser, positive_int
 from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict_whole
@@ -92,7 +93,9 @@ def get_args_parser():
 
 def main(args):
     require_exporter()
-    network, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence)
+    network, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence,
+                                              align_corners=args.align_corners)
+    print(f"{args.restore_from}: {describe(settings)}")
     start = time.perf_counter()
     export_onnx(network, args.output, args.opset)
     print(f"wrote {args.output} ({settings['model']}, {settings['num_classes']} classes, recurrence "

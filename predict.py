@@ -15,9 +15,10 @@ subfolder it was found in for a folder (street/a/x.png -> a/x); two inputs that 
 same file stop the run before anything is written, and --output is not searched for inputs. A run writes and overwrites its own outputs only.
 
 Prediction goes through utils.inference, as in evaluate.py: whole images by default, --input-size
-sliding windows, --scales, --flip, --amp, --channels-last. Model, classes and recurrence come from
-the checkpoint where it holds them (networks/from_checkpoint.py), from --model, --num-classes and
---recurrence otherwise. An input that cannot be read is named in one line and skipped; the exit
+sliding windows, --rescale, --scales, --flip, --amp, --channels-last. Model, classes, layout and depth
+come from the checkpoint where it holds them (networks/from_checkpoint.py; an official CCNet or
+mmsegmentation file included), from --model, --num-classes and --recurrence otherwise; the colours
+from --dataset, else the dataset the checkpoint tells. An input that cannot be read is named in one line and skipped; the exit
 status is then 1 once every other input is written.
 """
 import os
@@ -33,10 +34,10 @@ from tqdm import tqdm
 from dataset.registry import add_dataset_argument, get_dataset
 from dataset.datasets import IMG_MEAN, normalize, read_image
 from networks.attention_maps import attention_maps, attention_modules, recorded_attention
-from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint
+from networks.from_checkpoint import add_checkpoint_arguments, build_from_checkpoint, describe
 from utils.cli import ArgumentParser, point, unit_interval
 from utils.errors import UserError, exit_on_user_error
-from utils.inference import add_inference_arguments, predict
+from utils.inference import add_inference_arguments, aligns_corners, predict
 from utils.palette import color_label, palette_image
 from utils.runtime import add_speed_arguments, autocast, memory_format, parse_device
 from utils.visualize import attention_figure, blend
@@ -56,7 +57,7 @@ def get_args_parser():
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")
     add_checkpoint_arguments(parser.add_argument_group("model"))
     data = parser.add_argument_group("classes and colours")
-    add_dataset_argument(data)
+    add_dataset_argument(data, default=None)
     data.add_argument("--data-dir", default=None,
                       help="with --dataset folder: the dataset folder whose classes file names the colours "
                            "(default: none)")
@@ -140,7 +141,8 @@ class Predictor:
     def train_ids(self, image):
         """uint8 (H, W) predicted train ids of a BGR image."""
         with autocast(self.device, self.args.amp):
-            probs = predict(self.network, self.tensor(image), self.args.input_size, self.args.scales, self.args.flip)
+            probs = predict(self.network, self.tensor(image), self.args.input_size, self.args.scales, self.args.flip,
+                            self.args.rescale)
         return probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
     def overlay(self, image, train_ids):
@@ -150,17 +152,22 @@ class Predictor:
     @torch.no_grad()
     def attention(self, image, points):
         """(R, h, w) attention maps of each point (y, x) of a BGR image, from one whole-image
-        forward pass at scale 1; a point's feature position is the nearest one under the
-        corner-aligned upsampling of the logits."""
+        forward pass at scale 1; a point's feature position is the nearest one under the network's
+        upsampling of its logits (feature_index)."""
         with autocast(self.device, self.args.amp), recorded_attention(self.network) as passes:
             self.network(self.tensor(image))
         (height, width), (h, w) = image.shape[:2], passes[0][0].shape[1:3]
-        maps = []
-        for y, x in points:
-            fy = round(y * (h - 1) / (height - 1)) if height > 1 else 0
-            fx = round(x * (w - 1) / (width - 1)) if width > 1 else 0
-            maps.append(attention_maps(passes, fy, fx)[:, 0])
-        return maps
+        corners = aligns_corners(self.network)
+        return [attention_maps(passes, feature_index(y, height, h, corners), feature_index(x, width, w, corners))[:, 0]
+                for y, x in points]
+
+
+def feature_index(pixel, size, feature_size, align_corners):
+    """The feature row (or column) nearest to image row ``pixel`` of ``size`` under a bilinear resize of
+    ``feature_size`` to ``size``: corners aligned, or half-pixel centres."""
+    if align_corners:
+        return round(pixel * (feature_size - 1) / (size - 1)) if size > 1 else 0
+    return min(max(round((pixel + 0.5) * feature_size / size - 0.5), 0), feature_size - 1)
 
 
 def output_path(out_dir, name, suffix):
@@ -223,13 +230,13 @@ def main(args):
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise UserError(f"--output {args.output} is a file, not a folder")
     device = parse_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    palette = get_dataset(args.dataset, args.data_dir).palette
-    network, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence)
+    network, settings = build_from_checkpoint(args.restore_from, args.model, args.num_classes, args.recurrence,
+                                              align_corners=args.align_corners)
+    palette = get_dataset(args.dataset or settings["dataset"] or "cityscapes", args.data_dir).palette
     if args.attention and not attention_modules(network):
         raise UserError(f"--attention needs a network with criss-cross attention, not {settings['model']}")
     network.to(device, memory_format=memory_format(args.channels_last))
-    print(f"{args.restore_from}: {settings['model']}, {settings['num_classes']} classes, "
-          f"recurrence {settings['recurrence']}, {settings['norm']} layout, on {device}")
+    print(f"{args.restore_from}: {describe(settings)}, on {device}")
     predictor = Predictor(network, args, device, palette)
     total = sum(1 if kind == "image" else frame_count(path) for kind, path, _ in jobs)
     bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty())

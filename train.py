@@ -8,8 +8,9 @@ CPU worker; utils.launcher). Every ``--save-pred-every`` iterations and at the e
 iterations ``last.pth`` (the full training state, for ``--resume``; ``--resume auto`` continues from it
 when it is there). ``--eval-every`` measures the validation mIoU during training and keeps the best
 snapshot (utils.validation). SIGUSR1 and SIGTERM stop the run after a save, and SIGUSR1 requeues a
-SLURM job (utils.preemption). ``--norm inplace-abn`` trains the official CCNet's layout (InPlace-ABN,
-see networks/norms.py), e.g. to fine-tune its released models.
+SLURM job (utils.preemption). The layout and the depth are those of the --restore-from weights' keys
+(networks.norms; an official CCNet or mmsegmentation model fine-tunes as it is); ``--norm`` and
+``--depth`` choose them for ImageNet weights or from scratch.
 """
 import math
 import os
@@ -18,7 +19,6 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -27,8 +27,9 @@ from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
-from utils.checkpoint import (load_model, load_state, names_no_checkpoint, read_state_dict, restore_state,
-                              resume_source, rng_state, save_atomic, save_state)
+from networks.from_checkpoint import depth_of, describe, mmseg_config_settings, require_known_head, weights_of
+from utils.checkpoint import (load_model, load_state, names_no_checkpoint, restore_state, resume_source, rng_state,
+                              save_atomic, save_state)
 from utils.cli import ArgumentParser, label_value, non_negative_int, size_pair, str2bool
 from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict_whole
@@ -60,10 +61,16 @@ def get_args_parser():
     model.add_argument("--model", default="ccnet", help="network name: ccnet, pspnet or deeplabv3")
     model.add_argument("--num-classes", type=int, default=None,
                        help="number of classes (default: the dataset's, 19 for cityscapes)")
-    model.add_argument("--recurrence", type=int, default=0, help="criss-cross attention passes")
-    model.add_argument("--norm", choices=networks.NORMS, default="syncbn",
-                       help="normalization layout: syncbn (upstream's BatchNorm + ReLU) or inplace-abn "
-                            "(the official CCNet's InPlace-ABN, to fine-tune its released models)")
+    model.add_argument("--recurrence", type=int, default=None,
+                       help="criss-cross attention passes (default: the --restore-from file's mmsegmentation "
+                            "config, else 0, upstream's)")
+    model.add_argument("--norm", choices=networks.NORMS, default=None,
+                       help="layout: syncbn (upstream's BatchNorm + ReLU), inplace-abn (the official CCNet's "
+                            "InPlace-ABN) or mmseg (mmsegmentation's CCNet; ImageNet weights: resnet50_v1c or "
+                            "resnet101_v1c); default: told by the --restore-from keys, else syncbn")
+    model.add_argument("--depth", type=int, choices=tuple(networks.DEPTHS), default=None,
+                       help="ResNet depth (ImageNet weights: resnet50-imagenet.pth or resnet101-imagenet.pth, or "
+                            "the v1c files for mmseg); default: told by the --restore-from keys, else 101")
     model.add_argument("--is-training", action="store_true",
                        help="accepted for compatibility with upstream; BN statistics are always updated")
 
@@ -121,6 +128,13 @@ def get_args_parser():
     return parser
 
 
+# --norm, --depth and --recurrence when neither they nor the --restore-from file say (and so for runs
+# from before they were told by the file).
+MODEL_DEFAULTS = {"norm": "syncbn", "depth": 101, "recurrence": 0}
+# Those the keys tell: a given value the keys contradict cannot load.
+KEYED_FLAGS = ("norm", "depth")
+
+
 def poly_lr(base_lr, iteration, num_steps, power):
     """Learning rate of the 0-based `iteration`: base_lr * (1 - iteration / num_steps) ** power."""
     return base_lr * (1 - iteration / num_steps) ** power
@@ -156,9 +170,8 @@ def epoch_order(sampler, batches_per_epoch, batch_size, start, stop, seed):
 
 def reset_classifiers(net):
     """Re-initialise the classifier layers: the last convolution of the head and of the DSN head."""
-    for part in (net.head, net.dsn):
-        convolutions = [module for module in part.modules() if isinstance(module, nn.Conv2d)]
-        convolutions[-1].reset_parameters()
+    for convolution in net.classifiers():
+        convolution.reset_parameters()
 
 
 def non_finite_count(net):
@@ -243,18 +256,37 @@ def build_network(args, device, restore):
                                      min_kept=args.ohem_keep)
     else:
         criterion = CriterionDSN(ignore_index=args.ignore_label)
-    state = read_state_dict(args.restore_from) if restore and not names_no_checkpoint(args.restore_from) else None
-    layout = networks.layout_of(state) if state else None
-    if layout not in (None, args.norm):
-        raise UserError(f"--restore-from {args.restore_from} holds {networks.DESCRIPTIONS[layout]}: "
-                        f"train it with --norm {layout}")
+    restore = restore and not names_no_checkpoint(args.restore_from)
+    loaded, state = weights_of(args.restore_from) if restore else (None, None)
+    settle_model_flags(args, loaded, state)
     net = networks.build_model(args.model, args.num_classes, criterion=criterion, recurrence=args.recurrence,
-                               norm=args.norm, memory_efficient=args.memory_efficient)
+                               norm=args.norm, memory_efficient=args.memory_efficient, depth=args.depth)
     if state:
         load_model(net, state, source=args.restore_from)
         if args.not_restore_last:
             reset_classifiers(net)
     return net.to(device=device, memory_format=memory_format(args.channels_last)).train()
+
+
+def settle_model_flags(args, loaded, state):
+    """Set --norm, --depth and --recurrence left unset to what the --restore-from file tells (its keys, an
+    mmsegmentation config's recurrence), else MODEL_DEFAULTS; a --norm or --depth the keys contradict,
+    or another mmsegmentation model, is a UserError."""
+    source = f"--restore-from {args.restore_from}"
+    told = {}
+    if state:
+        told = {"norm": networks.layout_of(state, source), "depth": depth_of(state, source),
+                "recurrence": mmseg_config_settings(loaded).get("recurrence")}
+    for name, default in MODEL_DEFAULTS.items():
+        given, value = getattr(args, name), told.get(name)
+        if given is None:
+            setattr(args, name, default if value is None else value)
+        elif name in KEYED_FLAGS and value not in (None, given):
+            what = networks.DESCRIPTIONS[value] if name == "norm" else f"a ResNet-{value}"
+            raise UserError(f"{source} holds {what}: train it with --{name} {value}")
+    if state:
+        require_known_head(state, {"norm": args.norm}, source)
+        print(f"{source}: {describe(vars(args))}")
 
 
 def build_optimizer(args, net, device):
@@ -352,11 +384,14 @@ def train(args, runtime, stop_requests):
     dataset, sampler, batches_per_epoch = build_data(info, args, runtime)
     validation = build_validation(info, args, runtime)
     resume = resume_source(args.resume, args.snapshot_dir, args.restore_from, report=runtime.is_main)
-    net = build_network(args, runtime.device, restore=resume is None)
+    state = None
+    if resume:
+        defaults = {**vars(get_args_parser().parse_args([])), **MODEL_DEFAULTS}
+        state = load_state(resume, args, defaults, report=runtime.is_main)
+    net = build_network(args, runtime.device, restore=state is None)
     optimizer, scaler = build_optimizer(args, net, runtime.device)
     start = args.start_iters
-    if resume:
-        state = load_state(resume, args, vars(get_args_parser().parse_args([])), report=runtime.is_main)
+    if state:
         start = restore_state(state, net, optimizer, scaler, runtime.rank)
         validation.restore(state.get("best"))
         if start >= args.num_steps and args.resume == "auto":

@@ -2,7 +2,8 @@
 
 Times are wall-clock medians with the device synchronized around each call. Peak memory is the CUDA
 allocator's peak on a GPU; on the CPU, which has no allocator counter, it is the peak of the tensor
-storages allocated inside the call, tracked at the dispatcher (PeakTensorMemory).
+storages allocated inside the call, tracked at the dispatcher (PeakTensorMemory; tensor_peak_mb
+measures it on any device).
 """
 import contextlib
 import datetime
@@ -86,19 +87,28 @@ class PeakTensorMemory(TorchDispatchMode):
         return out
 
 
-def peak_mb(fn, device):
-    """Peak memory of one call above what was allocated before it, in MiB."""
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+def tensor_peak_mb(fn):
+    """Peak MiB of the tensor storages one call of fn allocates (PeakTensorMemory), on any device."""
     tracker = PeakTensorMemory()
     with tracker:
         fn()
     return tracker.peak / 2**20
+
+
+def cuda_peak_mb(fn, device):
+    """The CUDA allocator's peak during one call of fn above what was allocated before it, in MiB."""
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def peak_mb(fn, device):
+    """Peak memory of one call above what was allocated before it, in MiB: the allocator's on CUDA,
+    the tensor storages' on the CPU."""
+    return cuda_peak_mb(fn, device) if device.type == "cuda" else tensor_peak_mb(fn)
 
 
 def rel_err(result, truth):

@@ -1,8 +1,9 @@
-"""Every GPU figure of the README's Performance section, in parts that each fit a ten-minute command.
+"""Every GPU figure of docs/benchmarks.md, in parts that each fit a ten-minute command.
 
     python bench/gpu_suite.py --part op --out DIR      # check.py; bench_cca fp32 and bf16; bench_cca3d
     python bench/gpu_suite.py --part tests --out DIR   # the test suite, the CUDA-only tests included
-    python bench/gpu_suite.py --part model --out DIR   # bench_train at 769x769, bench_eval at 1024x2048
+    python bench/gpu_suite.py --part model --out DIR   # bench_train at 769x769, bench_eval at 1024x2048,
+                                                       # flops (RCCA against non-local, every model)
     python bench/gpu_suite.py --part run --out DIR     # train.py in fp32 and with --amp, each killed and
                                                        # resumed; evaluate.py; torchrun with one process;
                                                        # fp32/bf16 prediction agreement of the trained model
@@ -130,13 +131,16 @@ def tests(part, args):
 
 
 def model(part, args):
-    """bench_train (every configuration) and bench_eval (whole image and sliding window)."""
+    """bench_train (every configuration), bench_eval (whole image and sliding window) and flops (the
+    paper's efficiency table, every model by its parts)."""
     small = ["--repeat", "1", "--warmup", "0"] if args.small else []
     part.run("train", [PYTHON, "bench/bench_train.py", "--device", args.device, *small,
                        *(["--size", "49,49", "--batch", "1"] if args.small else []), "--json", args.out / "train.json"])
     part.run("eval", [PYTHON, "bench/bench_eval.py", "--device", args.device, *small,
                       *(["--image-size", "65,129", "--tile", "49,49"] if args.small else []),
                       "--json", args.out / "eval.json"])
+    part.run("flops", [PYTHON, "bench/flops.py", "--device", args.device, *small,
+                       *(["--input-size", "65,65"] if args.small else []), "--json", args.out / "flops.json"])
 
 
 def compare_snapshots(path_a, path_b):

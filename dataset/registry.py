@@ -20,10 +20,11 @@ def get_dataset(name, data_dir):
     return DATASETS[name](data_dir)
 
 
-def add_dataset_argument(parser):
-    """--dataset NAME, default cityscapes."""
-    parser.add_argument("--dataset", default="cityscapes", choices=DATASET_NAMES,
-                        help="dataset layout, classes and colours (default: cityscapes)")
+def add_dataset_argument(parser, default="cityscapes"):
+    """--dataset NAME, default cityscapes; with default None, the dataset a checkpoint tells, else cityscapes."""
+    told = "the checkpoint's (its mmsegmentation meta or class count), else cityscapes"
+    parser.add_argument("--dataset", default=default, choices=DATASET_NAMES,
+                        help=f"dataset layout, classes and colours (default: {default or told})")
 
 
 def fill_defaults(args, info):

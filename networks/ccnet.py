@@ -1,4 +1,4 @@
-"""CCNet: dilated ResNet-101 with the recurrent criss-cross attention (RCCA) head.
+"""CCNet: dilated ResNet-50 or -101 with the recurrent criss-cross attention (RCCA) head.
 
 Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation" (ICCV 2019): reduce the
 backbone features, apply one CrissCrossAttention ``recurrence`` times with shared weights (two
@@ -26,7 +26,7 @@ class RCCAModule(RecurrentCrissCrossAttention):
 
 
 def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn",
-              memory_efficient=False):
+              memory_efficient=False, depth=101):
     """CCNet for ``num_classes`` classes, the attention applied ``recurrence`` times.
 
     (B, 3, H, W) -> [main, dsn] logits (B, num_classes, h, w) at 1/8 resolution, or the
@@ -34,4 +34,4 @@ def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, 
     networks.norms ("syncbn", upstream's; "inplace-abn", the official model's).
     """
     return segmentation_model(lambda layout: RCCAModule(2048, num_classes, layout, recurrence),
-                              num_classes, criterion, pretrained_model, norm_layer, norm, memory_efficient)
+                              num_classes, criterion, pretrained_model, norm_layer, norm, memory_efficient, depth)

@@ -1,4 +1,4 @@
-"""DeepLabv3 (ASPP head) on the dilated ResNet-101 of CCNet.
+"""DeepLabv3 (ASPP head) on the dilated ResNet-50 or -101 of CCNet.
 
 Chen et al., "Rethinking Atrous Convolution for Semantic Image Segmentation" (2017): atrous spatial
 pyramid pooling, an image-level pooled branch, a 1x1 branch and three 3x3 branches at growing
@@ -31,7 +31,7 @@ class ASPPModule(nn.Module):
 
 
 def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn",
-              memory_efficient=False):
+              memory_efficient=False, depth=101):
     """DeepLabv3 for ``num_classes`` classes: [main, dsn] logits at 1/8 resolution, or the loss.
 
     ``recurrence`` is accepted so that every model builds from the same arguments; DeepLabv3
@@ -39,4 +39,4 @@ def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, 
     """
     return segmentation_model(
         lambda layout: nn.Sequential(ASPPModule(2048, layout.norm_act), nn.Conv2d(512, num_classes, kernel_size=1)),
-        num_classes, criterion, pretrained_model, norm_layer, norm, memory_efficient)
+        num_classes, criterion, pretrained_model, norm_layer, norm, memory_efficient, depth)

@@ -1,4 +1,4 @@
-"""The two normalization layouts of CCNet, PSPNet and DeepLabv3, and how to tell them from a checkpoint.
+"""The layouts of CCNet, PSPNet and DeepLabv3 checkpoints, their norms, and how to tell them from the keys.
 
 "syncbn", upstream's: BatchNorm (SynchronizedBatchNorm2d) followed by an in-place ReLU module
 everywhere, so the classifiers sit at ``head.bottleneck.4`` and ``dsn.4``.
@@ -7,6 +7,8 @@ InPlaceABNSync(C, activation="identity") followed by the same ReLUs, out of plac
 keeps its output for its backward; in the heads InPlaceABNSync(C) with its leaky ReLU (slope 0.01) and
 no ReLU module, so the classifiers sit at ``head.bottleneck.3`` and ``dsn.3``. Its norms compute
 |γ| + ε where BatchNorm computes γ, so the two layouts give different logits from the same tensors.
+"mmseg", mmsegmentation's CCNet (networks/mmseg_ccnet.py): BatchNorm and ReLU as "syncbn", in another
+network (ResNetV1c, CCHead, FCN auxiliary head) under mmsegmentation's key names (``decode_head.*``).
 """
 import functools
 
@@ -18,6 +20,7 @@ from utils.errors import UserError
 DESCRIPTIONS = {
     "syncbn": "upstream's layout (BatchNorm + ReLU, classifiers at .4)",
     "inplace-abn": "the official CCNet layout (InPlace-ABN, leaky-ReLU heads, classifiers at .3)",
+    "mmseg": "mmsegmentation's layout (ResNetV1c, CCHead, FCN auxiliary head; RGB input normalized inside)",
 }
 NORMS = tuple(DESCRIPTIONS)
 
@@ -64,7 +67,17 @@ class InPlaceABNLayout(BatchNormLayout):
         return nn.ReLU(inplace=False)
 
 
-LAYOUTS = {layout.name: layout for layout in (BatchNormLayout, InPlaceABNLayout)}
+class MMSegLayout(BatchNormLayout):
+    """BatchNorm then nn.ReLU(inplace=True), as "syncbn", for mmsegmentation's network."""
+
+    name = "mmseg"
+
+
+LAYOUTS = {layout.name: layout for layout in (BatchNormLayout, InPlaceABNLayout, MMSegLayout)}
+# Keys that only a checkpoint of that layout holds: the DSN classifiers, and mmsegmentation's heads and
+# stem (a zoo file's, or ``stem.0.weight`` of an ImageNet ResNetV1c backbone).
+MARKERS = {"inplace-abn": ("dsn.3.weight",), "syncbn": ("dsn.4.weight",),
+           "mmseg": ("decode_head.conv_seg.weight", "backbone.stem.0.weight", "stem.0.weight")}
 
 
 def make_layout(norm="syncbn", norm_layer=None):
@@ -79,10 +92,15 @@ def single_device_norm_layer(norm):
     return make_layout(norm).single_device_norm_layer
 
 
-def layout_of(state_dict):
-    """The layout a model state_dict was saved from, told by its DSN classifier ('dsn.3.weight' for
-    'inplace-abn', 'dsn.4.weight' for 'syncbn'); None when it has neither (e.g. ImageNet weights)."""
-    classifiers = (("inplace-abn", "dsn.3.weight"), ("syncbn", "dsn.4.weight"))
-    found = [name for name, key in classifiers if key in state_dict]
-    return found[0] if len(found) == 1 else None
+def layout_of(state_dict, source="the checkpoint"):
+    """The layout a model state_dict was saved from, told by its MARKERS ('dsn.3.weight' for 'inplace-abn',
+    'dsn.4.weight' for 'syncbn', mmsegmentation's keys for 'mmseg'); None when it has none (e.g. the
+    MIT ImageNet weights, which fit 'syncbn' and 'inplace-abn'). Keys of two layouts are a UserError
+    naming them (``source`` names the file)."""
+    found = {name: [key for key in keys if key in state_dict] for name, keys in MARKERS.items()}
+    found = {name: keys for name, keys in found.items() if keys}
+    if len(found) > 1:
+        shown = "; ".join(f"{', '.join(keys)} ({name})" for name, keys in found.items())
+        raise UserError(f"{source} holds the keys of {len(found)} layouts: {shown}")
+    return next(iter(found), None)
 

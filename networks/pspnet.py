@@ -1,4 +1,4 @@
-"""PSPNet on the dilated ResNet-101 of CCNet.
+"""PSPNet on the dilated ResNet-50 or -101 of CCNet.
 
 Zhao et al., "Pyramid Scene Parsing Network" (CVPR 2017): average-pool the features to 1x1,
 2x2, 3x3 and 6x6 grids, reduce each, upsample back and fuse them with the features.
@@ -30,7 +30,7 @@ class PSPModule(nn.Module):
 
 
 def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, norm_layer=None, norm="syncbn",
-              memory_efficient=False):
+              memory_efficient=False, depth=101):
     """PSPNet for ``num_classes`` classes: [main, dsn] logits at 1/8 resolution, or the loss.
 
     ``recurrence`` is accepted so that every model builds from the same arguments; PSPNet has
@@ -38,4 +38,4 @@ def Seg_Model(num_classes, criterion=None, pretrained_model=None, recurrence=0, 
     """
     return segmentation_model(
         lambda layout: nn.Sequential(PSPModule(2048, layout.norm_act), nn.Conv2d(512, num_classes, kernel_size=1)),
-        num_classes, criterion, pretrained_model, norm_layer, norm, memory_efficient)
+        num_classes, criterion, pretrained_model, norm_layer, norm, memory_efficient, depth)

@@ -1,9 +1,9 @@
-"""The model shell shared by CCNet, PSPNet and DeepLabv3: dilated ResNet-101, a head, a DSN head,
+"""The model shell shared by CCNet, PSPNet and DeepLabv3: dilated ResNet-50 or -101, a head, a DSN head,
 and the conv-norm-activation blocks the heads are made of."""
 import torch.nn as nn
 
 from networks.norms import make_layout
-from networks.resnet import ResNet
+from networks.resnet import DEPTHS, ResNet
 from sync_batchnorm.statistics import LocalStatistics
 from utils.checkpoint import load_model
 
@@ -34,14 +34,21 @@ class SegmentationResNet(ResNet):
     ``head`` reads layer4; the deeply supervised auxiliary head ``dsn`` reads layer3. With a
     criterion and labels, forward returns criterion([main, dsn], labels) instead, so that the
     loss runs inside each DataParallel replica. With ``memory_efficient`` the head and the DSN
-    head are checkpointed segments too (the attention maps of CCNet included).
+    head are checkpointed segments too (the attention maps of CCNet included). The logits are resized
+    to the image with corners aligned (``align_corners``, utils.inference.predict_whole), as trained.
     """
 
-    def __init__(self, head, num_classes, layout, criterion=None, memory_efficient=False):
-        super().__init__(norm_layer=layout.norm, act_layer=layout.act, memory_efficient=memory_efficient)
+    align_corners = True
+
+    def __init__(self, head, num_classes, layout, criterion=None, memory_efficient=False, depth=101):
+        super().__init__(DEPTHS[depth], norm_layer=layout.norm, act_layer=layout.act, memory_efficient=memory_efficient)
         self.head = head
         self.dsn = classifier(1024, num_classes, layout.norm_act, bias=True)
         self.criterion = criterion
+
+    def classifiers(self):
+        """The last convolution of the head and of the DSN head (what --not-restore-last re-initialises)."""
+        return [[m for m in part.modules() if isinstance(m, nn.Conv2d)][-1] for part in (self.head, self.dsn)]
 
     def forward(self, x, labels=None):
         c3, c4 = super().forward(x)
@@ -51,9 +58,18 @@ class SegmentationResNet(ResNet):
         return outs
 
 
+def check_memory_efficient(layout, memory_efficient):
+    """Raise ValueError when memory_efficient is asked of norm layers that cannot recompute."""
+    if memory_efficient and not isinstance(layout.norm_layer(1), LocalStatistics):
+        raise ValueError(f"memory_efficient needs the norm layers of sync_batchnorm (SynchronizedBatchNorm2d, "
+                         f"InPlace-ABN): {layout.norm_layer.__name__} would update its running statistics "
+                         "again when recomputed")
+
+
 def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=None, norm_layer=None,
-                       norm="syncbn", memory_efficient=False):
-    """A SegmentationResNet in the layout ``norm`` (networks.norms) whose head is make_head(layout).
+                       norm="syncbn", memory_efficient=False, depth=101):
+    """A SegmentationResNet of ``depth`` (50 or 101) in the layout ``norm`` (networks.norms) whose head is
+    make_head(layout).
 
     norm_layer None means the layout's synchronized norm (SynchronizedBatchNorm2d or InPlaceABNSync);
     ``pretrained_model`` (a path or a state_dict, e.g. the ImageNet backbone) is loaded non-strictly.
@@ -61,11 +77,8 @@ def segmentation_model(make_head, num_classes, criterion=None, pretrained_model=
     statistics under recomputation (those of sync_batchnorm: SynchronizedBatchNorm2d, InPlace-ABN).
     """
     layout = make_layout(norm, norm_layer)
-    if memory_efficient and not isinstance(layout.norm_layer(1), LocalStatistics):
-        raise ValueError(f"memory_efficient needs the norm layers of sync_batchnorm (SynchronizedBatchNorm2d, "
-                         f"InPlace-ABN): {layout.norm_layer.__name__} would update its running statistics "
-                         "again when recomputed")
-    model = SegmentationResNet(make_head(layout), num_classes, layout, criterion, memory_efficient)
+    check_memory_efficient(layout, memory_efficient)
+    model = SegmentationResNet(make_head(layout), num_classes, layout, criterion, memory_efficient, depth)
     if pretrained_model is not None:
         load_model(model, pretrained_model)
     return model

@@ -75,8 +75,8 @@ def test_two_training_steps_then_evaluation_in_the_dataset_classes_and_colours(s
     [(_, label_file)] = info.samples("val", lists.get("val"))
     values = np.array(Image.open(label_file))
     assert int(confmat.matrix.sum()) == int(COUNTED[name](values).sum())
-    first = table.index(next(line for line in table if line.split() == ["class", "IoU"])) + 1
-    assert [line.rsplit(maxsplit=1)[0] for line in table[first:first + info.num_classes]] == list(info.class_names)
+    first = table.index(next(line for line in table if line.split() == ["class", "IoU", "Acc"])) + 1
+    assert [line.rsplit(maxsplit=2)[0] for line in table[first:first + info.num_classes]] == list(info.class_names)
     [prediction] = (out / "outputs").iterdir()
     image = Image.open(prediction)
     assert image.mode == "P" and image.size == (64, 32)

@@ -128,7 +128,7 @@ class LayerFourStandIn(nn.Module):
 def test_multi_scale_needs_no_more_memory_than_the_largest_scale_alone(flip):
     """Scales 0.75..1.75: the peak of the whole evaluation equals that of predicting the 1.75 view
     alone. Every term (forward, views, probability maps) grows with the pixel count, so 256x512
-    stands for 1024x2048 (README: the figures at 1024x2048)."""
+    stands for 1024x2048 (docs/evaluation.md: the figures at 1024x2048)."""
     image = torch.randn(1, 3, 256, 512, generator=torch.Generator().manual_seed(6))
     model, cpu = LayerFourStandIn(), torch.device("cpu")
     multi = peak_mb(lambda: predict(model, image, None, [0.75, 1.0, 1.25, 1.5, 1.75], flip), cpu)
@@ -417,7 +417,7 @@ def test_an_official_snapshot_is_evaluated_in_its_own_layout(cityscapes, officia
     flags = common_flags(cityscapes, tmp_path)
     flags[flags.index("--restore-from") + 1] = official_checkpoint
     confmat = run_evaluate(flags + ["--whole", "true", "--no-save-pred"])
-    assert f"{official_checkpoint}: the official CCNet layout (InPlace-ABN" in capsys.readouterr().out
+    assert f"{official_checkpoint}: ccnet in the official CCNet layout (InPlace-ABN" in capsys.readouterr().out
     labelled = sum(int((ID_TO_TRAINID[train_ids_of(path)] != 255).sum()) for path in val_label_files(cityscapes))
     assert int(confmat.matrix.sum()) == labelled
 

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 SCRIPTS = ["train", "evaluate", "predict", "export_onnx", "check", "bench.bench_cca", "bench.bench_cca3d",
-           "bench.bench_eval", "bench.bench_loader", "bench.bench_train", "bench.gpu_suite", "dataset.synthetic",
+           "bench.bench_eval", "bench.bench_loader", "bench.bench_train", "bench.flops", "bench.gpu_suite", "dataset.synthetic",
            "dataset.make_lists"]
 TRAIN_GROUPS = ["data", "model", "optimization", "checkpoints and resume", "validation", "logging",
                 "speed and devices"]

@@ -141,15 +141,16 @@ def test_a_missing_input_a_name_collision_or_an_unfit_checkpoint_stop_with_one_l
 def test_settings_are_the_flags_then_the_stored_arguments_then_the_classifier_shape():
     state = {"dsn.0.weight": torch.zeros(512, 1024, 3, 3), "dsn.4.weight": torch.zeros(7, 512, 1, 1),
              "dsn.4.bias": torch.zeros(7)}
+    told = {"depth": 101, "dataset": None, "align_corners": None}  # no layer3 keys, no meta, 7 classes
     assert checkpoint_settings(state, state) == {"model": "ccnet", "num_classes": 7, "recurrence": 2,
-                                                 "norm": "syncbn"}
+                                                 "norm": "syncbn", **told}
     official = {"dsn.0.weight": torch.zeros(512, 1024, 3, 3), "dsn.3.weight": torch.zeros(7, 512, 1, 1)}
     assert checkpoint_settings(official, official)["norm"] == "inplace-abn"  # told by the classifier's key
     stored = {"model": state, "args": {"model": "pspnet", "num_classes": 9, "recurrence": 1, "batch_size": 8}}
     assert checkpoint_settings(stored, state) == {"model": "pspnet", "num_classes": 9, "recurrence": 1,
-                                                  "norm": "syncbn"}
+                                                  "norm": "syncbn", **told}
     assert checkpoint_settings(stored, state, "ccnet", None, 3) == {"model": "ccnet", "num_classes": 9,
-                                                                    "recurrence": 3, "norm": "syncbn"}
+                                                                    "recurrence": 3, "norm": "syncbn", **told}
     with pytest.raises(UserError, match="--num-classes"):
         checkpoint_settings({}, {})
 
@@ -159,7 +160,8 @@ def test_a_training_state_builds_the_network_it_was_trained_as(checkpoint, tmp_p
     torch.save({"model": torch.load(checkpoint), "args": {"model": "ccnet", "num_classes": 19, "recurrence": 1}},
                stored)
     network, settings = build_from_checkpoint(str(stored))
-    assert settings == {"model": "ccnet", "num_classes": 19, "recurrence": 1, "norm": "syncbn"}
+    assert settings == {"model": "ccnet", "num_classes": 19, "recurrence": 1, "norm": "syncbn", "depth": 101,
+                        "dataset": "cityscapes", "align_corners": True}
     assert network.head.recurrence == 1
 
 

@@ -66,11 +66,25 @@ def srun_env(job_id, rank, fake_bin, **extra):
     return env
 
 
-def start_tasks(record, argv, job_id, fake_bin, **extra):
+@pytest.fixture
+def started():
+    """The processes a test starts, each leading a session: those still running at its end are killed
+    with their loader workers (a stop handler keeps SIGTERM from ending a task stuck in a collective)."""
+    processes = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def start_tasks(started, record, argv, job_id, fake_bin, **extra):
     """The two tasks of the step, each in a session of its own (its DataLoader workers with it)."""
     command = [sys.executable, str(REPO / "tests" / "standin.py"), str(record), *argv]
-    return [subprocess.Popen(command, cwd=REPO, env=srun_env(job_id, rank, fake_bin, **extra), start_new_session=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    tasks = [subprocess.Popen(command, cwd=REPO, env=srun_env(job_id, rank, fake_bin, **extra), start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    started.extend(tasks)
+    return tasks
 
 
 def finish(tasks):
@@ -95,14 +109,14 @@ def fake_bin(tmp_path):
 
 
 def test_srun_tasks_stopped_by_sigusr1_save_requeue_and_resume_to_the_uninterrupted_weights(data, tmp_path,
-                                                                                           fake_bin):
+                                                                                           fake_bin, started):
     """Two tasks started with SLURM's variables only. The stopped run reads with two loader workers.
     SIGUSR1 goes to rank 1's process group (its workers too) and not to rank 0, which can only learn
     of it through the collective, yet must stop after the same iteration and requeue the job."""
-    uninterrupted = start_tasks(tmp_path / "full", flags(data, tmp_path / "full"), free_job_id(), fake_bin)
+    uninterrupted = start_tasks(started, tmp_path / "full", flags(data, tmp_path / "full"), free_job_id(), fake_bin)
     job_id = free_job_id()
     command = flags(data, tmp_path / "job", "--resume", "auto", "--num-workers", "2")
-    tasks = start_tasks(tmp_path / "stopped", command, job_id, fake_bin, STANDIN_STEP_SECONDS="0.1")
+    tasks = start_tasks(started, tmp_path / "stopped", command, job_id, fake_bin, STANDIN_STEP_SECONDS="0.1")
     steps = tmp_path / "stopped0.steps"
     while len(lines(steps)) < 3 and all(task.poll() is None for task in tasks):
         time.sleep(0.02)
@@ -119,7 +133,7 @@ def test_srun_tasks_stopped_by_sigusr1_save_requeue_and_resume_to_the_uninterrup
     assert f"iteration {last[0]}: stopped by SIGUSR1" in out and f"requeued SLURM job {job_id}" in out
     assert not list((tmp_path / "job").glob("*.tmp-*"))
 
-    resumed = finish(start_tasks(tmp_path / "resumed", command, job_id, fake_bin))
+    resumed = finish(start_tasks(started, tmp_path / "resumed", command, job_id, fake_bin))
     assert [status for status, _, _ in resumed] == [0, 0], [err[-2000:] for _, _, err in resumed]
     assert f"--resume auto: continuing from {tmp_path / 'job' / 'last.pth'}" in resumed[0][1]
     assert [status for status, _, _ in finish(uninterrupted)] == [0, 0]

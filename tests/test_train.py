@@ -303,7 +303,8 @@ def test_a_flag_the_stored_run_lacks_is_compared_with_its_default(data, tmp_path
     """A state written before --norm, --amp and --memory-efficient existed: its run had their defaults."""
     args = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--norm", "inplace-abn", "--amp"))
     stored = {k: v for k, v in vars(args).items() if k not in ("norm", "amp", "memory_efficient")}
-    model, other = changed_flags(stored, args, vars(train.get_args_parser().parse_args([])))
+    defaults = {**vars(train.get_args_parser().parse_args([])), **train.MODEL_DEFAULTS}
+    model, other = changed_flags(stored, args, defaults)
     assert model == ["--norm syncbn (now inplace-abn)"]
     assert other == ["--amp False (now True)"]
 
@@ -333,9 +334,9 @@ def test_not_restore_last_resets_only_the_two_classifier_convolutions():
     assert changed == {"head.bottleneck.4.weight", "head.bottleneck.4.bias", "dsn.4.weight", "dsn.4.bias"}
 
 
-def test_norm_inplace_abn_writes_official_snapshots_that_need_the_flag_back(data, tmp_path):
-    """One step with --norm inplace-abn: the snapshot has the official keys; fine-tuning it without the
-    flag, or resuming its state with another --norm, is one line naming the flag."""
+def test_norm_inplace_abn_writes_official_snapshots_whose_keys_tell_their_layout(data, tmp_path):
+    """One step with --norm inplace-abn: the snapshot has the official keys; fine-tuning it with another
+    --norm, or resuming its state with another --norm, is one line naming the flag."""
     args = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--num-steps", "1",
                                                           "--norm", "inplace-abn"))
     train.main(args)
@@ -344,11 +345,12 @@ def test_norm_inplace_abn_writes_official_snapshots_that_need_the_flag_back(data
     assert [k for k in snapshot if not k.endswith("num_batches_tracked")] == official
     assert train.networks.layout_of(snapshot) == "inplace-abn"
     restore = train.get_args_parser().parse_args(train_flags(data, tmp_path / "again", "--num-steps", "1")
-                                                 + ["--restore-from", str(tmp_path / "CS_scenes_1.pth")])
+                                                 + ["--restore-from", str(tmp_path / "CS_scenes_1.pth"),
+                                                    "--norm", "syncbn"])
     with pytest.raises(UserError, match="train it with --norm inplace-abn"):
         train.main(restore)
     resume = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--num-steps", "2")
-                                                + ["--resume", str(tmp_path / "last.pth")])
+                                                + ["--resume", str(tmp_path / "last.pth"), "--norm", "syncbn"])
     with pytest.raises(UserError, match=re.escape("--norm inplace-abn (now syncbn)")):
         train.main(resume)
 

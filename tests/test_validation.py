@@ -33,7 +33,7 @@ def data(tmp_path_factory):
 def flags(data, snapshot_dir, *extra):
     root, lists = data
     return ["--data-dir", str(root), "--data-list", lists["train"], "--eval-list", lists["val"],
-            "--snapshot-dir", str(snapshot_dir), "--restore-from", "none", "--recurrence", "2",
+            "--snapshot-dir", str(snapshot_dir), "--restore-from", "none", "--recurrence", "2", "--depth", "50",
             "--input-size", "32,64", "--batch-size", "2", "--num-steps", str(NUM_STEPS),
             "--save-pred-every", str(NUM_STEPS), "--save-state-every", "0", "--num-workers", "0",
             "--print-frequency", "1", *extra]
@@ -64,7 +64,7 @@ def evaluate_snapshot(data, snapshot):
 
 @pytest.fixture(scope="module")
 def ccnet_runs(data, tmp_path_factory):
-    """CCNet (dropout on) trained 3 iterations without validation, then with a validation after each."""
+    """CCNet-50 (dropout on) trained 3 iterations without validation, then with a validation after each."""
     runs = {}
     for name, extra in (("plain", []), ("validated", ["--eval-every", "1"])):
         folder = tmp_path_factory.mktemp(name)

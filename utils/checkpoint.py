@@ -1,9 +1,15 @@
 """Checkpoints on disk: model weights in and out, and the full training state of train.py.
 
-Weights load from our snapshots, upstream's CCNet snapshots or ImageNet backbones: a path or an
-in-memory dict; a bare state_dict or one held under 'model' or 'state_dict'; keys with any number
-of 'module.' prefixes (DataParallel / DDP). The ImageNet classifier 'fc.*' is ignored, and so are
-absent BatchNorm 'num_batches_tracked' counters.
+Weights load from our snapshots, upstream's CCNet snapshots, mmsegmentation's files or ImageNet
+backbones: a path or an in-memory dict; a bare state_dict or one held under 'model' or 'state_dict';
+keys with any number of 'module.' prefixes (DataParallel / DDP). The ImageNet classifier 'fc.*' is
+ignored, and so are absent BatchNorm 'num_batches_tracked' counters.
+
+Files are read with ``torch.load(weights_only=True)``: tensors and plain containers. A checkpoint
+written by mmengine's Runner also holds its message hub, whose logged history is mmengine's
+HistoryBuffer of numpy arrays and methods fetched by getattr; those globals are read as the inert
+placeholder ``Unread`` (UNREAD_GLOBALS), so that no code of mmengine or numpy runs and the weights and
+meta load; nothing here reads the message hub.
 
 Every write goes to a temporary file in the target's directory, is flushed to disk and then
 renamed over the target, so a kill at any moment leaves either the previous file or the new one.
@@ -26,7 +32,7 @@ _PREFIX = "module."
 _SHOWN = 6
 STATE_KEYS = ("model", "optimizer", "scaler", "iteration", "rng", "args")  # and "best", since validation
 # Flags that decide the model (its tensors or its forward): --resume refuses a change of any of them.
-MODEL_FLAGS = ["model", "num_classes", "recurrence", "norm"]
+MODEL_FLAGS = ["model", "num_classes", "recurrence", "norm", "depth"]
 # Flags that never change a resumed run's arithmetic: where files go, what is logged and how often
 # the state is saved, the validation (it leaves the training as it is), the launcher's local rank,
 # how many processes load the data (each sample carries its augmentation seed), and the flags a
@@ -37,11 +43,34 @@ UNTRACKED_FLAGS = ["resume", "snapshot_dir", "log_dir", "print_frequency", "save
                    "local_rank", "num_workers", "restore_from", "not_restore_last", "start_iters"]
 
 
+class Unread:
+    """What a global of UNREAD_GLOBALS unpickles to: nothing of the object it stood for, no code of its own."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+def _unread(*args, **kwargs):
+    """The call of a global of UNREAD_GLOBALS (numpy's array and dtype reconstruction, getattr): an Unread."""
+    return Unread()
+
+
+# The globals of mmengine's message hub (torch's weights_only unpickler refuses them), by their pickled names.
+UNREAD_GLOBALS = [(Unread, "mmengine.logging.history_buffer.HistoryBuffer"), (_unread, "builtins.getattr"),
+                  (Unread, "numpy.ndarray"), (_unread, "numpy.dtype"),
+                  (_unread, "numpy._core.multiarray._reconstruct"), (_unread, "numpy.core.multiarray._reconstruct"),
+                  (_unread, "numpy._core.multiarray.scalar"), (_unread, "numpy.core.multiarray.scalar")]
+
+
 def read_checkpoint(path):
-    """torch.load a checkpoint file on the CPU, tensors and plain containers only; a missing or
-    unreadable file is a UserError naming it."""
+    """torch.load a checkpoint file on the CPU, tensors and plain containers only (the globals of
+    UNREAD_GLOBALS as placeholders); a missing, unreadable or truncated file is a UserError naming it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(UNREAD_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint not found: {path}") from None
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
@@ -191,15 +220,19 @@ def load_state(path, args, defaults, report=True):
     """Read a state written by save_state() for a run with the flags `args` (`defaults`: the parser's
     defaults, see changed_flags).
 
-    A missing, unreadable or foreign file, or one written for another model (MODEL_FLAGS), is a
-    UserError naming each differing flag; every other changed flag is printed on a line of its
-    own when `report` is set, since the continuation is then no longer the uninterrupted run.
+    A model flag left unset (None: to be told by the weights) takes the stored run's value. A missing,
+    unreadable or foreign file, or one written for another model (MODEL_FLAGS), is a UserError naming
+    each differing flag; every other changed flag is printed on a line of its own when `report` is
+    set, since the continuation is then no longer the uninterrupted run.
     """
     state = read_checkpoint(path)
     if (not isinstance(state, dict) or any(key not in state for key in STATE_KEYS)
             or not isinstance(state["args"], dict)):
         raise UserError(f"--resume {path}: not a training state written by train.py "
                         "(use --restore-from for model weights)")
+    for name in MODEL_FLAGS:
+        if getattr(args, name, False) is None:
+            setattr(args, name, state["args"].get(name, defaults.get(name)))
     model, other = changed_flags(state["args"], args, defaults)
     if model:
         raise UserError(f"--resume {path}: written for another model, with {', '.join(model)}")

@@ -19,12 +19,14 @@ from utils.runtime import autocast, memory_format
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    """How each image is predicted: tile_size None for the whole image in one pass, else the (h, w)
-    of the sliding window; the scales and mirroring whose probabilities are averaged; amp autocast;
-    channels_last images."""
+    """How each image is predicted (utils.inference.predict): tile_size None for the whole image in one
+    pass, else the (h, w) of the sliding window; the scales and mirroring whose probabilities are
+    averaged; rescale, the (long, short) bounds the images are first resized to (None: not resized);
+    amp autocast; channels_last images."""
     tile_size: Optional[tuple] = None
     scales: tuple = (1.0,)
     flip: bool = False
+    rescale: Optional[tuple] = None
     amp: bool = False
     channels_last: bool = False
 
@@ -64,7 +66,8 @@ def evaluate(model, loader, settings, confmat=None, on_predictions=None, show_pr
         images = images.to(weight.device, weight.dtype, non_blocking=True,
                            memory_format=memory_format(settings.channels_last))  # (N, 3, H, W)
         with autocast(weight.device, settings.amp):
-            probs = predict(model, images, settings.tile_size, settings.scales, settings.flip)  # (N, K, H, W)
+            probs = predict(model, images, settings.tile_size, settings.scales, settings.flip,
+                            settings.rescale)  # (N, K, H, W)
         predictions = probs.argmax(1)  # (N, H, W)
         if confmat is not None:
             confmat.update(predictions, batch[1])

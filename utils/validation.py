@@ -57,13 +57,14 @@ class Validation:
         self.tags = ["val/IoU/" + re.sub(r"[^-\w.]", "_", name)
                      for name in class_labels(class_names, args.num_classes)]
         self.settings = InferenceSettings(None if args.eval_whole else tuple(args.input_size),
-                                          tuple(args.eval_scales), args.eval_flip, args.amp, args.channels_last)
+                                          tuple(args.eval_scales), args.eval_flip, amp=args.amp,
+                                          channels_last=args.channels_last)
         # What makes two mIoUs comparable: a best measured otherwise is not kept on --resume.
         self.described = {"list": args.eval_list, "tile": self.settings.tile_size, "scales": self.settings.scales,
                           "flip": self.settings.flip}
-        self.runtime = runtime
-        self.loader, self.count = None, 0 if dataset is None else len(dataset)
+        self.runtime, self.loader, self.count = runtime, None, 0
         if dataset is not None:
+            self.count = len(dataset)
             self.loader = shard_loader(dataset, runtime, max(1, len(runtime.gpu_ids)), args.num_workers,
                                        generator=torch.Generator().manual_seed(0), worker_init_fn=ignore_stop_signals)
         self.best = None
