@@ -248,9 +248,9 @@ def build_validation(info, args, runtime):
     return Validation(dataset, info.class_names, args, runtime)
 
 
-def build_network(args, device, restore):
+def build_network(args, device, restore=True):
     """The model with its loss inside (model(images, labels) -> loss), on device in train mode, with
-    the weights of --restore-from when `restore` (a resumed run takes them from its state instead)."""
+    the weights of --restore-from unless `restore` is false (a resumed run takes them from its state)."""
     if args.ohem:
         criterion = CriterionOhemDSN(ignore_index=args.ignore_label, thresh=args.ohem_thres,
                                      min_kept=args.ohem_keep)
