@@ -126,7 +126,7 @@ def main(args):
     device = benchmark_device(args)
     criterion = CriterionOhemDSN(IGNORE_LABEL, args.ohem_thres, args.ohem_keep)
     initial = networks.build_model("ccnet", NUM_CLASSES, criterion=criterion, recurrence=args.recurrence,
-                                   norm_layer=nn.BatchNorm2d)
+                                   norm_layer=nn.BatchNorm2d, depth=args.depth)
     images, labels = synthetic_batch(args.batch, args.size, device, torch.Generator().manual_seed(0))
 
     configs = configurations(device, args.compile)
@@ -135,11 +135,12 @@ def main(args):
     add_speedups(rows)
     set_tf32(device, True)
 
-    settings = {"model": "ccnet", "recurrence": args.recurrence, "batch": args.batch, "crop": list(args.size),
-                "ohem_thres": args.ohem_thres, "ohem_keep": args.ohem_keep, "repeat": args.repeat,
-                "warmup": args.warmup}
-    header = (f"{device_name(device)}, torch {torch.__version__}, {datetime.date.today()}: CCNet R={args.recurrence} "
-              f"training step, batch {args.batch}, crop {args.size[0]}x{args.size[1]}, OHEM + DSN, SGD")
+    settings = {"model": "ccnet", "depth": args.depth, "recurrence": args.recurrence, "batch": args.batch,
+                "crop": list(args.size), "ohem_thres": args.ohem_thres, "ohem_keep": args.ohem_keep,
+                "repeat": args.repeat, "warmup": args.warmup}
+    header = (f"{device_name(device)}, torch {torch.__version__}, {datetime.date.today()}: "
+              f"CCNet-{args.depth} R={args.recurrence} training step, batch {args.batch}, "
+              f"crop {args.size[0]}x{args.size[1]}, OHEM + DSN, SGD")
     print_table(header, rows, [("configuration", "configuration", ""), ("step_ms", "step ms", ".1f"),
                                ("images_per_s", "images/s", ".2f"), ("speedup", "x baseline", ".2f"),
                                ("peak_mb", "peak MiB", ".0f"), ("memory_ratio", "x memory", ".2f")])
@@ -158,6 +159,7 @@ def get_args_parser():
     sizes.add_argument("--size", type=size_pair, default=None,
                        help="crop HEIGHT,WIDTH (default 97,97 on CPU, 769,769 on GPU)")
     sizes.add_argument("--recurrence", type=int, default=2, help="criss-cross attention passes")
+    sizes.add_argument("--depth", type=int, choices=tuple(networks.DEPTHS), default=101, help="ResNet depth")
     sizes.add_argument("--ohem-thres", type=float, default=0.7, help="OHEM probability threshold")
     sizes.add_argument("--ohem-keep", type=int, default=100000, help="OHEM keeps at least this many pixels")
     measurement = add_measurement_arguments(parser, "timed steps per row, median (default 3 CPU, 20 GPU)",

@@ -78,7 +78,7 @@ def test_upstream_predict_gives_the_classes_of_utils_inference(tile):
 def test_bench_train_runs_every_cpu_row_and_writes_json(tmp_path):
     out = tmp_path / "train.json"
     args = bench_train.get_args_parser().parse_args(
-        ["--size", "33,33", "--repeat", "1", "--warmup", "0", "--json", str(out)])
+        ["--size", "33,33", "--depth", "50", "--repeat", "1", "--warmup", "0", "--json", str(out)])
     bench_train.main(bench_train.fill_defaults(args))
     record = json.loads(out.read_text())
     assert {"device", "torch", "date", "settings", "rows"} <= record.keys()

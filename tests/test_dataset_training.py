@@ -55,7 +55,7 @@ def test_two_training_steps_then_evaluation_in_the_dataset_classes_and_colours(s
     snapshots = tmp_path / "snapshots"
     net = train.main(train.get_args_parser().parse_args(flags(root, name, lists, "train") + [
         "--snapshot-dir", str(snapshots), "--restore-from", "none", "--input-size", "33,33", "--batch-size", "2",
-        "--num-steps", "2", "--save-pred-every", "2", "--print-frequency", "1"]))
+        "--num-steps", "2", "--save-pred-every", "2", "--print-frequency", "1", "--depth", "50"]))
     train_out = capsys.readouterr()
     assert net.head.bottleneck[-1].out_channels == info.num_classes  # --num-classes from the dataset
     assert (snapshots / "CS_scenes_2.pth").is_file()

@@ -163,7 +163,7 @@ def test_two_nodes_on_loopback_match_one_process_with_the_whole_batch(small_data
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER)
     flags = train_flags(small_data, tmp_path / "snapshots", "--num-steps", "2", "--save-pred-every", "2",
-                        "--ohem", "0", "--learning-rate", "0.01", "--input-size", "32,64")
+                        "--ohem", "0", "--learning-rate", "0.01", "--input-size", "32,64", "--depth", "50")
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
             "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{free_port}", "--rdzv_id", "loopback",
             str(runner), str(tmp_path / "node"), *flags]
@@ -190,7 +190,7 @@ def test_upstream_launcher_trains_recurrence_0_over_two_processes(small_data, tm
     --gpu 0,1,2,3`, with 2 processes and no --gpu on the CPU (the launcher passes --local-rank), at
     upstream's default recurrence 0, whose attention DistributedDataParallel must not wait for."""
     flags = train_flags(small_data, tmp_path, "--num-steps", "2", "--save-pred-every", "2", "--recurrence", "0",
-                        "--input-size", "32,64")
+                        "--input-size", "32,64", "--depth", "50")
     result = run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2",
                   f"--master_port={free_port}", "train.py", *flags], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -203,7 +203,8 @@ def test_killed_run_resumed_matches_uninterrupted_run(data, tmp_path):
     workers, and none in the resumed run: each sample must still be augmented as before."""
     def flags(out):
         return train_flags(data, out, "--num-steps", "3", "--save-pred-every", "2", "--ohem", "1",
-                           "--ohem-keep", "100", "--random-mirror", "--random-scale", "--num-workers", "2")
+                           "--ohem-keep", "100", "--random-mirror", "--random-scale", "--num-workers", "2",
+                           "--depth", "50")
 
     full = run([sys.executable, "train.py", *flags(tmp_path / "full")])
     assert full.returncode == 0, full.stderr
@@ -226,7 +227,8 @@ def test_killed_run_resumed_matches_uninterrupted_run(data, tmp_path):
 
 def test_non_finite_loss_stops_training_and_keeps_last_snapshot(data, tmp_path):
     result = run([sys.executable, "train.py", *train_flags(
-        data, tmp_path, "--num-steps", "6", "--save-pred-every", "1", "--learning-rate", "1e30")])
+        data, tmp_path, "--num-steps", "6", "--save-pred-every", "1", "--learning-rate", "1e30",
+        "--depth", "50")])
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
