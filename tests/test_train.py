@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 OFFICIAL_SPEC = REPO / "tests" / "data" / "official_ccnet_resnet101_state_dict.tsv"
 ROAD_ID, EGO_VEHICLE_ID = 7, 1
 
-# Runs train.main() (alone or as one torchrun rank) in float64 with the heads' Dropout2d at p=0,
-# then saves the returned weights as <prefix><rank>.pth. Dropout masks are drawn per process, so
+# Runs train.main() (alone or as one torchrun rank) in float64 with the heads' Dropout2d at p=0; a
+# rank other than 0, which writes no snapshot, then saves its weights as <prefix><rank>.pth. Dropout masks are drawn per process, so
 # with dropout 2 processes cannot match 1 draw for draw; and the float32 gradients of a ResNet-101
 # at random init are only good to a few percent (against float64), so splitting the batch moves
 # them by that much, while in float64 both runs agree to rounding. The residual branches' last BN
@@ -53,7 +53,8 @@ def build_nontrivial_without_dropout(*args, **kwargs):
 
 networks.build_model = build_nontrivial_without_dropout
 net = train.main(train.get_args_parser().parse_args(sys.argv[2:]))
-torch.save(net.state_dict(), sys.argv[1] + os.environ.get("RANK", "0") + ".pth")
+if os.environ.get("RANK", "0") != "0":
+    torch.save(net.state_dict(), sys.argv[1] + os.environ["RANK"] + ".pth")
 """
 
 
@@ -162,20 +163,22 @@ def test_two_nodes_on_loopback_match_one_process_with_the_whole_batch(small_data
     batch (RUNNER: float64, non-zero residual BN scales and gamma)."""
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER)
-    flags = train_flags(small_data, tmp_path / "snapshots", "--num-steps", "2", "--save-pred-every", "2",
-                        "--ohem", "0", "--learning-rate", "0.01", "--input-size", "32,64", "--depth", "50")
+    def flags(out):
+        return train_flags(small_data, out, "--num-steps", "2", "--save-pred-every", "2", "--ohem", "0",
+                           "--learning-rate", "0.01", "--input-size", "32,64", "--depth", "50")
+
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
             "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{free_port}", "--rdzv_id", "loopback",
-            str(runner), str(tmp_path / "node"), *flags]
+            str(runner), str(tmp_path / "node"), *flags(tmp_path / "nodes")]
     env = dict(cpu_env(), OMP_NUM_THREADS="1")
     nodes = [subprocess.Popen(node, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     errors = [proc.communicate(timeout=300)[1] for proc in nodes]
     assert [proc.returncode for proc in nodes] == [0, 0], errors
-    single = run([sys.executable, str(runner), str(tmp_path / "single"), *flags])
+    single = run([sys.executable, str(runner), str(tmp_path / "single"), *flags(tmp_path / "one")])
     assert single.returncode == 0, single.stderr
-    rank0, rank1 = load(tmp_path / "node0.pth"), load(tmp_path / "node1.pth")
-    reference = load(tmp_path / "single0.pth")
+    rank0, rank1 = load(tmp_path / "nodes" / "CS_scenes_2.pth"), load(tmp_path / "node1.pth")
+    reference = load(tmp_path / "one" / "CS_scenes_2.pth")
     assert reference["layer4.2.bn3.weight"].abs().min() > 0.1 and reference["head.cca.gamma"].abs().min() > 0.1
     for key, value in reference.items():
         assert torch.equal(rank0[key], rank1[key]), key
