@@ -2,7 +2,7 @@
 
 From Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation" (ICCV 2019).
 Every position (i, j) attends to the H + W - 1 positions of its row i and its column j
-(itself counted once, as in the original CUDA op) with one softmax over all of them.
+(itself counted once, as in the official CCNet's CUDA op) with one softmax over all of them.
 
 The op is a custom ``autograd.Function`` whose backward is written by hand: it keeps q, k, v,
 the (B, H, W, H + W - 1)-sized attention and one transposed copy of v instead of every

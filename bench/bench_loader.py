@@ -1,11 +1,11 @@
-"""Loader throughput: CSDataSet.__getitem__ at Cityscapes size against the original recipe's code path.
+"""Loader throughput: CSDataSet.__getitem__ at Cityscapes size against upstream's code path.
 
     python bench/bench_loader.py --iters 20
 
 Writes a few 1024x2048 synthetic Cityscapes images to a temporary folder and times 769x769
 training samples (random scale, crop, mirror). The baseline is written here: it maps label ids
 with one Python pass over the image per table entry, and scales, converts and pads the whole image
-before cropping, as the original CCNet loader does. Both draw scales from the same set. Rows:
+before cropping, as upstream's loader (the official CCNet's) does. Both draw scales from the same set. Rows:
 "full" includes PNG decoding; "in memory" times the id mapping and augmentation of decoded arrays.
 """
 import os
@@ -28,7 +28,7 @@ ID_TO_TRAINID_DICT = {label.id: label.train_id for label in LABELS}
 
 
 def baseline_transform(image, label_ids, crop, mean, ignore=255):
-    """The original loader's per-sample work on decoded arrays: per-id loop, whole-image scale/pad, crop."""
+    """Upstream's per-sample loader work on decoded arrays: per-id loop, whole-image scale/pad, crop."""
     label = label_ids.copy()
     for label_id, train_id in ID_TO_TRAINID_DICT.items():
         label[label_ids == label_id] = train_id

@@ -49,7 +49,7 @@ from bench.common import (PeakTensorMemory, add_json_argument, add_measurement_a
 from CC import CrissCrossAttention  # noqa: E402
 from networks.resnet import ResNet  # noqa: E402
 from references import NonLocalBlock  # noqa: E402
-from utils.cli import ArgumentParser, positive_int, size_pair  # noqa: E402
+from utils.cli import ArgumentParser, non_negative_int, positive_int, size_pair  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
 from utils.runtime import device_name  # noqa: E402
 
@@ -232,7 +232,7 @@ def get_args_parser():
     models.add_argument("--model", choices=list(networks.MODELS), action="append", default=None,
                         help="a model to measure, repeatable (default ccnet on CPU, where a model at 769x769 takes "
                              "minutes, every model on GPU)")
-    models.add_argument("--recurrence", type=int, default=2, help="CCNet's criss-cross attention passes")
+    models.add_argument("--recurrence", type=non_negative_int, default=2, help="CCNet's criss-cross attention passes")
     models.add_argument("--num-classes", type=positive_int, default=19, help="classes the models predict")
     sizes = parser.add_argument_group("sizes")
     sizes.add_argument("--input-size", type=size_pair, default=(769, 769),

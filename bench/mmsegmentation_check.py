@@ -40,6 +40,8 @@ import torch.nn.functional as F
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from utils.cli import size_pair  # noqa: E402
+
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-9}
 
 
@@ -246,12 +248,18 @@ def check_window_positions():
     return seen, ours, stride
 
 
-def main():
+def get_args_parser():
+    """The check's flags, under one heading."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="*", default=None, help="config names (default: all of configs/ccnet)")
-    parser.add_argument("--size", default="100,132", help="image HEIGHT,WIDTH")
-    args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.split(","))
+    inputs = parser.add_argument_group("what to check")
+    inputs.add_argument("--configs", nargs="*", default=None, help="config names (default: all of configs/ccnet)")
+    inputs.add_argument("--size", type=size_pair, default=(100, 132), help="image HEIGHT,WIDTH (default: 100,132)")
+    return parser
+
+
+def main():
+    args = get_args_parser().parse_args()
+    size = args.size
     install_mmcv_ops_standin()
     from mmseg.utils import register_all_modules
     register_all_modules()

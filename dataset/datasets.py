@@ -25,9 +25,7 @@ from torch.utils import data
 
 from dataset.cityscapes_labels import ID_TO_TRAINID, IGNORE_LABEL
 from utils.errors import UserError
-
-# The Caffe ImageNet mean in BGR order, which CCNet's training and evaluation subtract.
-IMG_MEAN = (104.00698793, 116.66876762, 122.67891434)
+from utils.image_mean import IMG_MEAN
 
 __all__ = ["IMG_MEAN", "read_list", "read_image", "read_label", "to_train_ids", "normalize", "SegmentationDataSet",
            "ImageSet", "CSDataSet", "CSDataValSet", "CSDataTestSet"]

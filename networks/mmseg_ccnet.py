@@ -5,7 +5,7 @@ mmsegmentation's EncoderDecoder: a ResNetV1c backbone (networks.resnet.v1c_stem,
 layer3 and layer4 at half their dilation), a CCHead on layer4 and an FCN auxiliary head of 256
 channels on layer3, with mmsegmentation's module names, so that the state_dict holds exactly the keys
 of its checkpoints (``backbone.stem.0.weight`` ... ``decode_head.cca.gamma.scale`` ...). The network
-takes what the rest of this project feeds (BGR minus dataset.datasets.IMG_MEAN) and turns it into
+takes what the rest of this project feeds (BGR minus utils.image_mean.IMG_MEAN) and turns it into
 mmsegmentation's input itself: RGB, minus MMSEG_MEAN, over MMSEG_STD.
 """
 from collections import OrderedDict
@@ -14,11 +14,11 @@ import torch
 import torch.nn as nn
 
 from CC import CrissCrossAttention
-from dataset.datasets import IMG_MEAN
 from networks.norms import make_layout
 from networks.resnet import DEPTHS, ResNet, v1c_stem
 from networks.segmentation import check_memory_efficient
 from utils.checkpoint import load_model
+from utils.image_mean import IMG_MEAN
 
 MMSEG_MEAN = (123.675, 116.28, 103.53)  # RGB, the data_preprocessor of every mmsegmentation config
 MMSEG_STD = (58.395, 57.12, 57.375)
@@ -82,7 +82,7 @@ class CCHead(FCNHead):
     ``recurrence`` times, convs.1, then conv_cat over [backbone features, attention features] and the
     classifier: (B, in_channels, h, w) -> (B, num_classes, h, w).
 
-    With recurrence 0 the attention is frozen, as networks.ccnet.RCCAModule explains.
+    With recurrence 0 the attention is frozen, as RCCA.RecurrentCrissCrossAttention explains.
     """
 
     def __init__(self, in_channels, channels, num_classes, layout, recurrence=2):

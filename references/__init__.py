@@ -5,7 +5,7 @@ and the non-local block that CCNet's efficiency is compared with.
 - ``upstream_criss_cross``: upstream's permute/bmm formulation;
 - ``upstream_criss_cross_3d``, ``upstream_criss_cross_3d1``, ``upstream_criss_cross_3d2``: upstream's three 3D
   formulations, for volumes (checked and benchmarked against CC3D.py);
-- ``criss_cross_cuda``: the original CCNet CUDA op (references/cuda/), built with nvcc at run time;
+- ``criss_cross_cuda``: the official CCNet's CUDA op (references/cuda/), built with nvcc at run time;
 - ``NonLocalBlock``: the embedded Gaussian non-local block of Wang et al. 2018 (bench/flops.py).
 """
 from references.cuda import criss_cross_cuda, cuda_reference_status

@@ -1,6 +1,6 @@
 """The CUDA reference op (references/cuda/): its source compiles, and its element functions, run
 through the host loops on the CPU (and through the kernels where CUDA is present), match the
-definition of the original op and CC.criss_cross_attention within float32 rounding."""
+definition of the official CCNet's op and CC.criss_cross_attention within float32 rounding."""
 import contextlib
 import ctypes
 import types

@@ -133,6 +133,7 @@ def test_multi_scale_needs_no_more_memory_than_the_largest_scale_alone(flip):
     model, cpu = LayerFourStandIn(), torch.device("cpu")
     multi = peak_mb(lambda: predict(model, image, None, [0.75, 1.0, 1.25, 1.5, 1.75], flip), cpu)
     largest = peak_mb(lambda: predict(model, image, None, [1.75], flip), cpu)
+    print(f"peak MiB at 256x512, flip {flip}: scales 0.75-1.75 {multi:.1f}, scale 1.75 alone {largest:.1f}")
     assert multi <= largest
 
 

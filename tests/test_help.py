@@ -5,14 +5,14 @@ import importlib
 import pytest
 
 SCRIPTS = ["train", "evaluate", "predict", "export_onnx", "check", "bench.bench_cca", "bench.bench_cca3d",
-           "bench.bench_eval", "bench.bench_loader", "bench.bench_train", "bench.flops", "bench.gpu_suite", "dataset.synthetic",
-           "dataset.make_lists"]
+           "bench.bench_eval", "bench.bench_loader", "bench.bench_train", "bench.flops", "bench.gpu_suite",
+           "bench.mmsegmentation_check", "dataset.synthetic", "dataset.make_lists"]
 TRAIN_GROUPS = ["data", "model", "optimization", "checkpoints and resume", "validation", "logging",
-                "speed and devices"]
+                "speed and devices", "launchers"]
 
 
 def shown_flags(parser):
-    """[(group title, action)] of the flags --help lists (help and launcher-only flags excluded)."""
+    """[(group title, action)] of the flags --help lists (the help flag and hidden flags excluded)."""
     return [(group.title, action) for group in parser._action_groups for action in group._group_actions
             if action.option_strings and action.help is not argparse.SUPPRESS
             and not isinstance(action, argparse._HelpAction)]

@@ -7,7 +7,6 @@ Three ways to run, chosen from the environment and ``--gpu``:
 - neither: one process on cuda:0 when CUDA is present, else on the CPU.
 The speed modes are --amp (autocast) and --channels-last.
 """
-import argparse
 import platform
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -94,7 +93,9 @@ def add_launcher_arguments(parser):
 
     The launcher also sets LOCAL_RANK in the environment, which setup() reads, so the value is not used.
     """
-    parser.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--local-rank", "--local_rank", type=int, default=None,
+                        help="appended by torch.distributed.launch; torchrun and srun need no flag: the rank, "
+                             "world size and rendezvous come from their environment (default: from the environment)")
 
 
 def setup(gpu):

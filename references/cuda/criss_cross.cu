@@ -1,4 +1,4 @@
-// The original CCNet criss-cross op (Huang et al., "CCNet: Criss-Cross Attention for Semantic
+// The official CCNet's criss-cross op (Huang et al., "CCNet: Criss-Cross Attention for Semantic
 // Segmentation", ICCV 2019) as plain CUDA kernels, in its weight layout (N, H + W - 1, H, W).
 //
 // Entry z of the criss-cross of (y, x): z < W is (y, z) in the row; z >= W is the column

@@ -1,4 +1,4 @@
-"""The original CCNet criss-cross op, ca_weight -> softmax -> ca_map, on the kernels of criss_cross.cu.
+"""The official CCNet's criss-cross op, ca_weight -> softmax -> ca_map, on the kernels of criss_cross.cu.
 
 From Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation" (ICCV 2019). This is the
 published CUDA formulation, kept as a reference to compare CC.py against: the affinity lives in the
@@ -69,7 +69,7 @@ class CAMap(_CrissCrossKernel):
 
 
 def criss_cross_cuda(query, key, value):
-    """Criss-cross attention through the original op's kernels, the semantics of CC.criss_cross_attention.
+    """Criss-cross attention through the official CCNet op's kernels, the semantics of CC.criss_cross_attention.
 
     query, key: (B, Cq, H, W); value: (B, C, H, W) -> (B, C, H, W), computed in float32 and returned in
     CC.compute_dtype(query, key, value). Differentiable in all three.
