@@ -349,17 +349,18 @@ def train_steps(model, net, optimizer, scaler, loader, start, resumed, validatio
 
         with mixed_precision:
             loss = model(images, labels).mean()  # per-GPU losses under DataParallel
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         # The one collective of every iteration: the losses and the stop requests, summed over the processes.
+        # Taken after the step, it sees a signal that arrived during this iteration's forward, backward or step.
         totals = all_reduce_sum(torch.cat([loss.detach().float().reshape(1), stop_requests.flags(device)]))  # (3,)
         loss_value = totals[0].item() / runtime.world_size
         if not math.isfinite(loss_value):
             raise UserError(f"the loss is {loss_value} at iteration {done}: training stopped, "
                             f"the last good snapshot in {args.snapshot_dir} is kept")
         stopping = stop_requests.agree(totals[1:]) and done < args.num_steps
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
 
         logger.step(done, loss_value, lr)
         if validation.due(done) and not stopping:
