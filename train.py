@@ -360,12 +360,14 @@ def train_steps(model, net, optimizer, scaler, loader, start, resumed, validatio
         if not math.isfinite(loss_value):
             raise UserError(f"the loss is {loss_value} at iteration {done}: training stopped, "
                             f"the last good snapshot in {args.snapshot_dir} is kept")
-        stopping = stop_requests.agree(totals[1:]) and done < args.num_steps
+        final = done == args.num_steps
+        stopping = not final and stop_requests.agree(totals[1:])
 
         logger.step(done, loss_value, lr)
         if validation.due(done) and not stopping:
-            stopping = validation.run(net, done, logger, stop_requests) and done < args.num_steps
-        snapshot = done % args.save_pred_every == 0 or done == args.num_steps
+            # A stop request cannot cut the last validation short: no resumed run would make up for it.
+            stopping = validation.run(net, done, logger, None if final else stop_requests)
+        snapshot = done % args.save_pred_every == 0 or final
         if snapshot or stopping or (args.save_state_every and done % args.save_state_every == 0):
             save_checkpoints(net, optimizer, scaler, done, snapshot, images, labels, validation, args, runtime,
                              logger)

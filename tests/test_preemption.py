@@ -193,10 +193,19 @@ def test_a_failed_requeue_is_a_warning_and_exit_status_138(data, tmp_path, fake_
     assert load(tmp_path / "run" / "last.pth")["iteration"] == 2
 
 
-def test_resume_auto_of_a_finished_run_has_nothing_to_do(data, tmp_path, monkeypatch, capsys):
+def test_a_signal_in_the_last_iteration_finishes_the_run_and_resume_auto_has_nothing_to_do(
+        data, tmp_path, fake_bin, monkeypatch, capsys):
+    """SIGUSR1 during the last iteration: the run ends as if it had not come, its last validation in
+    full (no resumed run would make up for it) and no requeue; run again, --resume auto has nothing to do."""
     monkeypatch.setattr(train.networks, "build_model", standin.build_tiny)
-    argv = flags(data, tmp_path, "--batch-size", "1", "--num-steps", "2", "--eval-every", "0", "--resume", "auto")
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    signal_self_after(2, signal.SIGUSR1, monkeypatch)
+    argv = flags(data, tmp_path, "--batch-size", "1", "--num-steps", "2", "--eval-every", "2", "--resume", "auto")
     train.main(train.get_args_parser().parse_args(argv))
+    assert "iteration 2: val mIoU " in capsys.readouterr().out
+    assert load(tmp_path / "last.pth")["best"]["iteration"] == 2
+    assert not lines(fake_bin / "scontrol.log")
     before = {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()}
     train.main(train.get_args_parser().parse_args(argv))
     assert capsys.readouterr().out.splitlines()[-1] == (f"--resume auto: {tmp_path / 'last.pth'} already ran all 2 "
