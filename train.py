@@ -37,7 +37,7 @@ from utils.logger import TrainLogger
 from utils.losses import CriterionDSN, CriterionOhemDSN
 from utils.preemption import StopRequests, ignore_stop_signals
 from utils.runtime import (add_launcher_arguments, add_speed_arguments, all_gather_objects, all_reduce_sum,
-                           amp_dtype, autocast, memory_format, setup, teardown)
+                           amp_dtype, autocast, barrier, memory_format, setup, teardown)
 from utils.validation import Validation, add_validation_arguments
 
 
@@ -425,6 +425,10 @@ def main(args):
         runtime = setup(args.gpu)
         try:
             net, stopped = train(args, runtime, stop_requests)
+            if stopped:
+                # No process exits before rank 0 has written last.pth: the first one to exit with 143 or 138
+                # gets the others killed (srun --kill-on-bad-exit=1, torchrun).
+                barrier(runtime.device)
         finally:
             teardown()
         if stopped:

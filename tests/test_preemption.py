@@ -112,17 +112,21 @@ def test_srun_tasks_stopped_by_sigusr1_save_requeue_and_resume_to_the_uninterrup
                                                                                            fake_bin, started):
     """Two tasks started with SLURM's variables only. The stopped run reads with two loader workers.
     SIGUSR1 goes to both tasks' process groups (their workers too), as SLURM's --signal sends it: both
-    stop after the same iteration and the job is requeued once."""
+    stop after the same iteration, rank 1 only once rank 0, slowed down, has written last.pth, and the
+    job is requeued once."""
     uninterrupted = start_tasks(started, tmp_path / "full", flags(data, tmp_path / "full"), free_job_id(), fake_bin)
     job_id = free_job_id()
     command = flags(data, tmp_path / "job", "--resume", "auto", "--num-workers", "2")
-    tasks = start_tasks(started, tmp_path / "stopped", command, job_id, fake_bin, STANDIN_STEP_SECONDS="0.1")
+    tasks = start_tasks(started, tmp_path / "stopped", command, job_id, fake_bin, STANDIN_STEP_SECONDS="0.1",
+                        STANDIN_STATE_SECONDS="1")
     steps = tmp_path / "stopped0.steps"
     while len(lines(steps)) < 3 and all(task.poll() is None for task in tasks):
         time.sleep(0.02)
     for task in tasks:
         os.killpg(task.pid, signal.SIGUSR1)
-    stopped = finish(tasks)
+    rank1 = finish(tasks[1:])
+    assert (tmp_path / "job" / "last.pth").exists(), "rank 1 exited before rank 0 had written last.pth"
+    stopped = finish(tasks[:1]) + rank1
     assert [status for status, _, _ in stopped] == [0, 0], [err[-2000:] for _, _, err in stopped]
 
     last = [lines(tmp_path / f"stopped{rank}.steps")[-1] for rank in range(2)]
