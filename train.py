@@ -37,7 +37,7 @@ from utils.logger import TrainLogger
 from utils.losses import CriterionDSN, CriterionOhemDSN
 from utils.preemption import StopRequests, ignore_stop_signals
 from utils.runtime import (add_launcher_arguments, add_speed_arguments, all_gather_objects, all_reduce_sum,
-                           amp_dtype, autocast, memory_format, setup, teardown)
+                           amp_dtype, autocast, barrier, memory_format, setup, teardown)
 from utils.validation import Validation, add_validation_arguments
 
 
@@ -349,22 +349,25 @@ def train_steps(model, net, optimizer, scaler, loader, start, resumed, validatio
 
         with mixed_precision:
             loss = model(images, labels).mean()  # per-GPU losses under DataParallel
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         # The one collective of every iteration: the losses and the stop requests, summed over the processes.
+        # Taken after the step, it sees a signal that arrived during this iteration's forward, backward or step.
         totals = all_reduce_sum(torch.cat([loss.detach().float().reshape(1), stop_requests.flags(device)]))  # (3,)
         loss_value = totals[0].item() / runtime.world_size
         if not math.isfinite(loss_value):
             raise UserError(f"the loss is {loss_value} at iteration {done}: training stopped, "
                             f"the last good snapshot in {args.snapshot_dir} is kept")
-        stopping = stop_requests.agree(totals[1:]) and done < args.num_steps
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        final = done == args.num_steps
+        stopping = not final and stop_requests.agree(totals[1:])
 
         logger.step(done, loss_value, lr)
         if validation.due(done) and not stopping:
-            stopping = validation.run(net, done, logger, stop_requests) and done < args.num_steps
-        snapshot = done % args.save_pred_every == 0 or done == args.num_steps
+            # A stop request cannot cut the last validation short: no resumed run would make up for it.
+            stopping = validation.run(net, done, logger, None if final else stop_requests)
+        snapshot = done % args.save_pred_every == 0 or final
         if snapshot or stopping or (args.save_state_every and done % args.save_state_every == 0):
             save_checkpoints(net, optimizer, scaler, done, snapshot, images, labels, validation, args, runtime,
                              logger)
@@ -422,6 +425,10 @@ def main(args):
         runtime = setup(args.gpu)
         try:
             net, stopped = train(args, runtime, stop_requests)
+            if stopped:
+                # No process exits before rank 0 has written last.pth: the first one to exit with 143 or 138
+                # gets the others killed (srun --kill-on-bad-exit=1, torchrun).
+                barrier(runtime.device)
         finally:
             teardown()
         if stopped:

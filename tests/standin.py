@@ -6,7 +6,8 @@ validation bookkeeping), and a runner that trains with it in a process of its ow
 runs train.py's main with networks.build_model building TinySegNet. Each process appends every
 iteration it finishes to RECORD<rank>.steps and the name of every file it writes atomically to
 RECORD<rank>.writes; with STANDIN_STEP_SECONDS set, each iteration lasts that much longer (time for a
-test to signal the processes in the middle of the run).
+test to signal the processes in the middle of the run), and with STANDIN_STATE_SECONDS each write of
+last.pth (time in which a process that did not wait for it would exit).
 """
 import os
 import sys
@@ -62,6 +63,7 @@ def append_line(path, text):
 def main(record, argv):
     rank = os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))
     seconds = float(os.environ.get("STANDIN_STEP_SECONDS", "0"))
+    state_seconds = float(os.environ.get("STANDIN_STATE_SECONDS", "0"))
     step, write = train.TrainLogger.step, utils.checkpoint._write_atomic
 
     def recorded_step(logger, iteration, loss, lr):
@@ -71,6 +73,8 @@ def main(record, argv):
 
     def recorded_write(path, writer):
         append_line(f"{record}{rank}.writes", os.path.basename(path))
+        if os.path.basename(path) == "last.pth":
+            time.sleep(state_seconds)
         write(path, writer)
 
     networks.build_model = build_tiny

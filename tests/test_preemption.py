@@ -111,17 +111,22 @@ def fake_bin(tmp_path):
 def test_srun_tasks_stopped_by_sigusr1_save_requeue_and_resume_to_the_uninterrupted_weights(data, tmp_path,
                                                                                            fake_bin, started):
     """Two tasks started with SLURM's variables only. The stopped run reads with two loader workers.
-    SIGUSR1 goes to rank 1's process group (its workers too) and not to rank 0, which can only learn
-    of it through the collective, yet must stop after the same iteration and requeue the job."""
+    SIGUSR1 goes to both tasks' process groups (their workers too), as SLURM's --signal sends it: both
+    stop after the same iteration, rank 1 only once rank 0, slowed down, has written last.pth, and the
+    job is requeued once."""
     uninterrupted = start_tasks(started, tmp_path / "full", flags(data, tmp_path / "full"), free_job_id(), fake_bin)
     job_id = free_job_id()
     command = flags(data, tmp_path / "job", "--resume", "auto", "--num-workers", "2")
-    tasks = start_tasks(started, tmp_path / "stopped", command, job_id, fake_bin, STANDIN_STEP_SECONDS="0.1")
+    tasks = start_tasks(started, tmp_path / "stopped", command, job_id, fake_bin, STANDIN_STEP_SECONDS="0.1",
+                        STANDIN_STATE_SECONDS="1")
     steps = tmp_path / "stopped0.steps"
     while len(lines(steps)) < 3 and all(task.poll() is None for task in tasks):
         time.sleep(0.02)
-    os.killpg(tasks[1].pid, signal.SIGUSR1)
-    stopped = finish(tasks)
+    for task in tasks:
+        os.killpg(task.pid, signal.SIGUSR1)
+    rank1 = finish(tasks[1:])
+    assert (tmp_path / "job" / "last.pth").exists(), "rank 1 exited before rank 0 had written last.pth"
+    stopped = finish(tasks[:1]) + rank1
     assert [status for status, _, _ in stopped] == [0, 0], [err[-2000:] for _, _, err in stopped]
 
     last = [lines(tmp_path / f"stopped{rank}.steps")[-1] for rank in range(2)]
@@ -179,6 +184,25 @@ def test_a_signal_saves_the_state_after_the_next_iteration_and_sets_the_exit_sta
     assert signal.getsignal(number) is before
 
 
+def test_a_process_that_no_signal_reached_stops_with_the_one_that_was_signalled(data, tmp_path, monkeypatch):
+    """Another process's SIGUSR1 reaches this one only through the iteration's all_reduce, simulated here:
+    from iteration 4 on, the sum holds a SIGUSR1 record that this process never made. It stops after
+    iteration 4, as the signalled process does, with its save and exit status."""
+    monkeypatch.setattr(train.networks, "build_model", standin.build_tiny)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    iterations = iter(range(1, NUM_STEPS + 1))
+
+    def all_reduce_with_a_signalled_peer(tensor):
+        if tensor.dim() == 1 and next(iterations) >= 4:  # the iteration's (loss, SIGUSR1, SIGTERM)
+            tensor[1] += 1
+        return tensor
+    monkeypatch.setattr(train, "all_reduce_sum", all_reduce_with_a_signalled_peer)
+    with pytest.raises(SystemExit) as stop:
+        train.main(train.get_args_parser().parse_args(flags(data, tmp_path, "--batch-size", "1")))
+    assert stop.value.code == 138
+    assert load(tmp_path / "last.pth")["iteration"] == 4
+
+
 def test_a_failed_requeue_is_a_warning_and_exit_status_138(data, tmp_path, fake_bin, monkeypatch, capsys):
     (fake_bin / "scontrol").write_text('#!/bin/sh\necho "Requested operation is presently disabled" >&2\nexit 1\n')
     monkeypatch.setattr(train.networks, "build_model", standin.build_tiny)
@@ -193,10 +217,19 @@ def test_a_failed_requeue_is_a_warning_and_exit_status_138(data, tmp_path, fake_
     assert load(tmp_path / "run" / "last.pth")["iteration"] == 2
 
 
-def test_resume_auto_of_a_finished_run_has_nothing_to_do(data, tmp_path, monkeypatch, capsys):
+def test_a_signal_in_the_last_iteration_finishes_the_run_and_resume_auto_has_nothing_to_do(
+        data, tmp_path, fake_bin, monkeypatch, capsys):
+    """SIGUSR1 during the last iteration: the run ends as if it had not come, its last validation in
+    full (no resumed run would make up for it) and no requeue; run again, --resume auto has nothing to do."""
     monkeypatch.setattr(train.networks, "build_model", standin.build_tiny)
-    argv = flags(data, tmp_path, "--batch-size", "1", "--num-steps", "2", "--eval-every", "0", "--resume", "auto")
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    signal_self_after(2, signal.SIGUSR1, monkeypatch)
+    argv = flags(data, tmp_path, "--batch-size", "1", "--num-steps", "2", "--eval-every", "2", "--resume", "auto")
     train.main(train.get_args_parser().parse_args(argv))
+    assert "iteration 2: val mIoU " in capsys.readouterr().out
+    assert load(tmp_path / "last.pth")["best"]["iteration"] == 2
+    assert not lines(fake_bin / "scontrol.log")
     before = {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()}
     train.main(train.get_args_parser().parse_args(argv))
     assert capsys.readouterr().out.splitlines()[-1] == (f"--resume auto: {tmp_path / 'last.pth'} already ran all 2 "

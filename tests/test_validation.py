@@ -1,7 +1,9 @@
 """train.py --eval-every: the mIoU during training is evaluate.py's for the snapshot of that iteration,
 the training is bitwise the same without it, best.pth is the best snapshot and survives --resume."""
 import json
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,7 +169,8 @@ def test_a_validation_draws_nothing_from_python_numpy_or_torch(data, tmp_path, t
 
 def test_one_process_with_several_gpus_validates_through_replicas(data, tiny, monkeypatch, tmp_path):
     """--gpu 0,1 on a CPU stand-in: the network goes through AutocastDataParallel over both, one image
-    per GPU in each batch, as evaluate.py does."""
+    per GPU in each batch, as evaluate.py does; a batch of images of two sizes (a 32x96 one after
+    the three 32x64 ones, as VOC's and ADE20K's differ) goes through one size at a time."""
     wrapped, batches = [], []
 
     class RecordedDataParallel(torch.nn.Module):
@@ -181,14 +184,20 @@ def test_one_process_with_several_gpus_validates_through_replicas(data, tiny, mo
             return self.module(images)
 
     monkeypatch.setattr(utils.validation, "AutocastDataParallel", RecordedDataParallel)
-    args = train.get_args_parser().parse_args(flags(data, tmp_path, "--eval-every", "1"))
+    root, lists = data
+    wider = make_synthetic_cityscapes(str(tmp_path / "wider"), num_train=0, num_val=1, num_test=0, height=32,
+                                      width=96)
+    wider_pair = [os.path.relpath(tmp_path / "wider" / path, root) for path in Path(wider["val"]).read_text().split()]
+    mixed = tmp_path / "mixed.lst"
+    mixed.write_text(Path(lists["val"]).read_text() + "\t".join(wider_pair) + "\n")
+    args = train.get_args_parser().parse_args(flags(data, tmp_path, "--eval-every", "1", "--eval-list", str(mixed)))
     info = train.check_inputs(args, Runtime(torch.device("cpu")))
     validation = train.build_validation(info, args, Runtime(torch.device("cpu"), [0, 1]))
     net = standin.build_tiny("ccnet", 19).train()
     logger = train.TrainLogger(str(tmp_path), 0, 1, 1, info.palette, enabled=False)
     with StopRequests() as stop_requests:
         assert validation.run(net, 1, logger, stop_requests) is False
-    assert wrapped == [[0, 1]] and batches == [2, 1] and net.training
+    assert wrapped == [[0, 1]] and batches == [2, 1, 1] and net.training
 
 
 @pytest.mark.parametrize("extra,status,message", [

@@ -5,12 +5,13 @@ Prediction is utils.inference.predict (whole images or sliding windows, scales, 
 settings of an InferenceSettings, so that a validation during training computes what evaluate.py
 computes for the snapshot of that iteration.
 """
+import itertools
 import sys
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, default_collate
 from tqdm import tqdm
 
 from utils.inference import predict
@@ -31,14 +32,25 @@ class InferenceSettings:
     channels_last: bool = False
 
 
+def collate_by_size(samples):
+    """The samples of one loaded batch as a list of batches, one per image size (in the order the sizes
+    first come): images of different sizes (VOC's, ADE20K's) cannot be stacked into one tensor."""
+    groups = {}
+    for sample in samples:
+        groups.setdefault(tuple(sample[0].shape), []).append(sample)
+    return [default_collate(group) for group in groups.values()]
+
+
 def shard_loader(dataset, runtime, batch_size, num_workers, generator=None, worker_init_fn=None):
-    """DataLoader over this process's share of `dataset`, in order: images rank, rank + world_size, ...
+    """DataLoader over this process's share of `dataset`, in order: images rank, rank + world_size, ...;
+    each of its items is a list of batches of one image size (collate_by_size).
 
     `generator` gives the loader's worker seed (by default it is drawn from torch's global stream).
     """
     shard = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size))
     return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=runtime.device.type == "cuda", generator=generator, worker_init_fn=worker_init_fn)
+                      collate_fn=collate_by_size, pin_memory=runtime.device.type == "cuda", generator=generator,
+                      worker_init_fn=worker_init_fn)
 
 
 def class_labels(class_names, num_classes):
@@ -48,7 +60,8 @@ def class_labels(class_names, num_classes):
 
 @torch.no_grad()
 def evaluate(model, loader, settings, confmat=None, on_predictions=None, show_progress=False, interrupted=None):
-    """Predict every image of the loader with `model` as it is (the caller puts it in eval mode).
+    """Predict every image of the loader (a shard_loader) with `model` as it is (the caller puts it in
+    eval mode), one forward pass per batch of one image size.
 
     Batches are (images, labels, size, names) when `confmat` (a utils.metrics.ConfusionMatrix) is
     given and counts them, else unlabelled (images, size, names). Images go to the device and dtype
@@ -59,7 +72,7 @@ def evaluate(model, loader, settings, confmat=None, on_predictions=None, show_pr
     weight = next(model.parameters())
     bar = tqdm(total=len(loader.dataset), unit="img", file=sys.stdout,
                disable=not (show_progress and sys.stdout.isatty()))
-    for batch in loader:
+    for batch in itertools.chain.from_iterable(loader):
         if interrupted is not None and interrupted():
             break
         images, names = batch[0], batch[-1]

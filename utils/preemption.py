@@ -4,7 +4,7 @@ SIGUSR1 is SLURM's warning before the time limit (``sbatch --signal=USR1@120``);
 with preemption, ``scancel`` and the time limit itself. The handlers only record the signal.
 train.py adds the records to the all_reduce it already does each iteration for the loss, so every
 process learns in the same iteration that one of them was signalled: all finish that iteration,
-take part in writing the training state, and stop. Then, on rank 0:
+take part in writing the training state, wait until rank 0 has written it, and stop. Then, on rank 0:
 - after SIGUSR1 under SLURM (SLURM_JOB_ID set), ``scontrol requeue $SLURM_JOB_ID`` puts the job back
   in the queue; started again with ``--resume auto`` it continues from last.pth;
 - after SIGTERM the state is only saved: the scheduler requeues a preempted job by its own policy.

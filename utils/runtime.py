@@ -146,6 +146,12 @@ def all_reduce_sum(tensor):
     return tensor
 
 
+def barrier(device):
+    """Return once every process has called this (at once outside torch.distributed): an all_reduce on
+    `device` whose result the host reads, so that it blocks under NCCL as under gloo."""
+    all_reduce_sum(torch.zeros(1, device=device)).item()
+
+
 def all_gather_objects(obj):
     """[obj of rank 0, obj of rank 1, ...] gathered from every process ([obj] outside torch.distributed)."""
     if not is_distributed():

@@ -11,7 +11,8 @@ The training goes on as if nothing happened: the validation has its own DataLoad
 seed comes from its own torch.Generator, so it draws no number from python's, numpy's, torch's or
 CUDA's random streams, and the network goes back to train mode. A stop request (utils.preemption)
 cuts a validation short: its result is dropped and the run stops at that iteration, and the
-resumed run validates that iteration before it trains.
+resumed run validates that iteration before it trains. The validation after the last iteration
+is not given the stop requests: no resumed run would make up for it.
 """
 import os
 import re
@@ -83,9 +84,11 @@ class Validation:
             best = None
         self.best = best
 
-    def run(self, net, iteration, logger, stop_requests):
+    def run(self, net, iteration, logger, stop_requests=None):
         """Evaluate `net` after `iteration` iterations, log the scores and keep the best; every process
-        takes part. Returns True when a stop request cut the validation short (nothing is kept)."""
+        takes part. Returns True when a request of `stop_requests` (a utils.preemption.StopRequests; None:
+        the validation runs in full) cut the validation short: then nothing is kept."""
+        interrupted = None if stop_requests is None else stop_requests.requested
         start = time.perf_counter()
         gpu_ids = self.runtime.gpu_ids
         model = AutocastDataParallel(net, device_ids=gpu_ids) if len(gpu_ids) > 1 else net
@@ -93,10 +96,10 @@ class Validation:
         training = net.training
         net.eval()
         try:
-            evaluate(model, self.loader, self.settings, confmat, interrupted=stop_requests.requested)
+            evaluate(model, self.loader, self.settings, confmat, interrupted=interrupted)
         finally:
             net.train(training)
-        if stop_requests.agree(all_reduce_sum(stop_requests.flags(self.runtime.device))):
+        if stop_requests is not None and stop_requests.agree(all_reduce_sum(stop_requests.flags(self.runtime.device))):
             logger.message(f"iteration {iteration}: validation cut short by a stop request")
             return True
         confmat.all_reduce()
