@@ -303,6 +303,21 @@ def test_a_truncated_file_is_one_line_naming_it(zoo_state, zip_format, tmp_path,
     assert not (tmp_path / "out").exists()
 
 
+def test_a_legacy_format_file_cut_at_any_byte_is_a_user_error_naming_it(tmp_path):
+    """torch's legacy reader fails with IndexError or struct.error where the cut falls in its header, and
+    with UnicodeDecodeError inside a string of the meta: every cut of a small zoo-like file is a UserError."""
+    buffer = io.BytesIO()
+    torch.save({"meta": {"env_info": "GCC: gcc (Ubuntu 9.3.0) – 9.3.0"},
+                "state_dict": {"decode_head.conv_seg.weight": torch.zeros(2, 4, 1, 1)}}, buffer,
+               _use_new_zipfile_serialization=False)
+    data = buffer.getvalue()
+    path = tmp_path / "cut.pth"
+    for cut in range(len(data)):
+        path.write_bytes(data[:cut])
+        with pytest.raises(UserError, match=f"cannot read checkpoint {re.escape(str(path))}: "):
+            read_checkpoint(path)
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     """Two 32x64 synthetic Cityscapes training scenes and two validation scenes."""

@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import random
+import struct
 import zipfile
 
 import numpy as np
@@ -74,8 +75,16 @@ def read_checkpoint(path):
     except FileNotFoundError:
         raise UserError(f"checkpoint not found: {path}") from None
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read checkpoint {path}: {reason}") from None
+        raise UserError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+    # What the reader of torch's legacy (non-zip) format raises on a file cut short in its header or a string.
+    except (IndexError, ValueError, struct.error) as e:
+        raise UserError(f"cannot read checkpoint {path}: truncated or corrupt ({_first_line(e)})") from None
+
+
+def _first_line(error):
+    """The first line of an exception's message, else its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def state_dict_of(obj, source):
