@@ -59,7 +59,8 @@ def _unread(*args, **kwargs):
     return Unread()
 
 
-# The globals of mmengine's message hub (torch's weights_only unpickler refuses them), by their pickled names.
+# The globals of mmengine's message hub (torch's weights_only unpickler refuses them), by their pickled names
+# (pairs of object and name: torch >= 2.6).
 UNREAD_GLOBALS = [(Unread, "mmengine.logging.history_buffer.HistoryBuffer"), (_unread, "builtins.getattr"),
                   (Unread, "numpy.ndarray"), (_unread, "numpy.dtype"),
                   (_unread, "numpy._core.multiarray._reconstruct"), (_unread, "numpy.core.multiarray._reconstruct"),
