@@ -27,7 +27,8 @@ from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
-from networks.from_checkpoint import depth_of, describe, mmseg_config_settings, require_known_head, weights_of
+from networks.from_checkpoint import (decode_head_modules, depth_of, describe, mmseg_config_settings,
+                                      require_known_head, weights_of)
 from utils.checkpoint import (load_model, load_state, names_no_checkpoint, restore_state, resume_source, rng_state,
                               save_atomic, save_state)
 from utils.cli import ArgumentParser, label_value, non_negative_int, size_pair, str2bool
@@ -286,7 +287,9 @@ def settle_model_flags(args, loaded, state):
             raise UserError(f"{source} holds {what}: train it with --{name} {value}")
     if state:
         require_known_head(state, {"norm": args.norm}, source)
-        print(f"{source}: {describe(vars(args))}")
+        backbone_only = args.norm == "mmseg" and not decode_head_modules(state)
+        print(f"{source}: {describe(vars(args))}" + ("; a backbone alone: the decode and auxiliary heads start "
+                                                     "from random weights" if backbone_only else ""))
 
 
 def build_optimizer(args, net, device):

@@ -114,13 +114,19 @@ def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=
     return settings
 
 
+def decode_head_modules(state):
+    """The names of the modules under mmsegmentation's ``decode_head.`` in a state_dict, sorted; none for
+    a backbone alone (an ImageNet ResNetV1c)."""
+    return sorted({k.split(".")[1] for k in state if k.startswith("decode_head.")})
+
+
 def require_known_head(state, settings, source):
     """UserError when an mmsegmentation file holds another model's decode head than CCNet's CCHead
-    (a PSPNet's, a DeepLabv3's, ...), naming its keys."""
-    if settings["norm"] != "mmseg" or "decode_head.cca.query_conv.weight" in state:
+    (a PSPNet's, a DeepLabv3's, ...), naming its keys; a file without a decode head passes."""
+    modules = decode_head_modules(state)
+    if settings["norm"] != "mmseg" or not modules or "decode_head.cca.query_conv.weight" in state:
         return
-    modules = sorted({k.split(".")[1] for k in state if k.startswith("decode_head.")})
-    shown = ", ".join(f"decode_head.{name}.*" for name in modules) or "no keys"
+    shown = ", ".join(f"decode_head.{name}.*" for name in modules)
     raise UserError(f"{source} is not an mmsegmentation CCNet: its decode head holds {shown}, "
                     "without CCNet's criss-cross attention (decode_head.cca.*)")
 

@@ -347,6 +347,26 @@ def test_a_zoo_file_fine_tunes_in_its_layout_which_resume_remembers(zoo_file, sc
     assert not (tmp_path / "no").exists()
 
 
+def test_an_imagenet_resnetv1c_file_loads_into_the_backbone_and_the_heads_start_random(tmp_path, capsys):
+    """mmcv's open-mmlab://resnet50_v1c: {"state_dict"} of ``stem.*``, ``layer*`` and the ImageNet ``fc``,
+    without the ``backbone.`` prefix (and here without the BN counters)."""
+    torch.manual_seed(0)
+    model = networks.build_model("ccnet", 19, norm="mmseg", depth=50, norm_layer=torch.nn.BatchNorm2d)
+    imagenet = {k: v for k, v in randomize(model.backbone.state_dict(), seed=3).items()
+                if not k.endswith("num_batches_tracked")}
+    torch.save({"state_dict": {**imagenet, "fc.weight": torch.ones(1000, 2048), "fc.bias": torch.ones(1000)}},
+               tmp_path / "resnet50_v1c.pth")
+    args = train.get_args_parser().parse_args(["--restore-from", str(tmp_path / "resnet50_v1c.pth"), "--norm", "mmseg",
+                                               "--num-classes", "19"])
+    net = train.build_network(args, torch.device("cpu"))
+    told = capsys.readouterr().out.splitlines()[0]
+    assert "mmsegmentation's layout" in told and "ResNet-50, 19 classes" in told
+    assert told.endswith("a backbone alone: the decode and auxiliary heads start from random weights")
+    backbone = net.backbone.state_dict()
+    for key, value in imagenet.items():
+        torch.testing.assert_close(backbone[key], value, rtol=0, atol=0)
+
+
 def test_evaluate_takes_a_zoo_file_as_it_is_and_names_what_it_loaded(zoo_file, scenes, capsys):
     root, lists = scenes
     args = evaluate.get_args_parser().parse_args([
