@@ -76,7 +76,8 @@ def get_args_parser():
                        help="number of classes the model predicts (default: read from the checkpoint)")
     model.add_argument("--recurrence", type=int, default=None,
                        help="criss-cross attention passes (default: the checkpoint's, a training state's "
-                            "arguments or an mmsegmentation config; else 1, upstream's)")
+                            "arguments or an mmsegmentation config; else 2 in mmsegmentation's layout (its "
+                            "CCHead's), else 1, upstream's)")
     model.add_argument("--norm", choices=networks.NORMS, default=None,
                        help="layout: syncbn (upstream's), inplace-abn (the official CCNet's) or mmseg "
                             "(mmsegmentation's); default: told by the checkpoint's keys")

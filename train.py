@@ -27,8 +27,8 @@ from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
-from networks.from_checkpoint import (decode_head_modules, depth_of, describe, mmseg_config_settings,
-                                      require_known_head, weights_of)
+from networks.from_checkpoint import (LAYOUT_DEFAULTS, add_align_corners_argument, decode_head_modules, depth_of,
+                                      describe, mmseg_config_settings, require_known_head, weights_of)
 from utils.checkpoint import (load_model, load_state, names_no_checkpoint, restore_state, resume_source, rng_state,
                               save_atomic, save_state)
 from utils.cli import ArgumentParser, label_value, non_negative_int, size_pair, str2bool
@@ -64,7 +64,7 @@ def get_args_parser():
                        help="number of classes (default: the dataset's, 19 for cityscapes)")
     model.add_argument("--recurrence", type=int, default=None,
                        help="criss-cross attention passes (default: the --restore-from file's mmsegmentation "
-                            "config, else 0, upstream's)")
+                            "config, else 2 in mmsegmentation's layout (its CCHead's), else 0, upstream's)")
     model.add_argument("--norm", choices=networks.NORMS, default=None,
                        help="layout: syncbn (upstream's BatchNorm + ReLU), inplace-abn (the official CCNet's "
                             "InPlace-ABN) or mmseg (mmsegmentation's CCNet; ImageNet weights: resnet50_v1c or "
@@ -72,6 +72,7 @@ def get_args_parser():
     model.add_argument("--depth", type=int, choices=tuple(networks.DEPTHS), default=None,
                        help="ResNet depth (ImageNet weights: resnet50-imagenet.pth or resnet101-imagenet.pth, or "
                             "the v1c files for mmseg); default: told by the --restore-from keys, else 101")
+    add_align_corners_argument(model)
     model.add_argument("--is-training", action="store_true",
                        help="accepted for compatibility with upstream; BN statistics are always updated")
 
@@ -129,9 +130,10 @@ def get_args_parser():
     return parser
 
 
-# --norm, --depth and --recurrence when neither they nor the --restore-from file say (and so for runs
-# from before they were told by the file).
-MODEL_DEFAULTS = {"norm": "syncbn", "depth": 101, "recurrence": 0}
+# --norm, --depth, --recurrence and --align-corners (None: the network's own) when neither they nor the
+# --restore-from file say (and so for runs from before they were told by the file), under a layout's own
+# LAYOUT_DEFAULTS.
+MODEL_DEFAULTS = {"norm": "syncbn", "depth": 101, "recurrence": 0, "align_corners": None}
 # Those the keys tell: a given value the keys contradict cannot load.
 KEYED_FLAGS = ("norm", "depth")
 
@@ -262,6 +264,8 @@ def build_network(args, device, restore=True):
     settle_model_flags(args, loaded, state)
     net = networks.build_model(args.model, args.num_classes, criterion=criterion, recurrence=args.recurrence,
                                norm=args.norm, memory_efficient=args.memory_efficient, depth=args.depth)
+    if args.align_corners is not None:
+        net.align_corners = args.align_corners
     if state:
         load_model(net, state, source=args.restore_from)
         if args.not_restore_last:
@@ -270,15 +274,18 @@ def build_network(args, device, restore=True):
 
 
 def settle_model_flags(args, loaded, state):
-    """Set --norm, --depth and --recurrence left unset to what the --restore-from file tells (its keys, an
-    mmsegmentation config's recurrence), else MODEL_DEFAULTS; a --norm or --depth the keys contradict,
-    or another mmsegmentation model, is a UserError."""
+    """Set --norm, --depth, --recurrence and --align-corners left unset to what the --restore-from file tells
+    (its keys, an mmsegmentation config's recurrence and align_corners), else the layout's LAYOUT_DEFAULTS
+    or MODEL_DEFAULTS; a --norm or --depth the keys contradict, or another mmsegmentation model, is a
+    UserError."""
     source = f"--restore-from {args.restore_from}"
     told = {}
     if state:
+        config = mmseg_config_settings(loaded)
         told = {"norm": networks.layout_of(state, source), "depth": depth_of(state, source),
-                "recurrence": mmseg_config_settings(loaded).get("recurrence")}
+                "recurrence": config.get("recurrence"), "align_corners": config.get("align_corners")}
     for name, default in MODEL_DEFAULTS.items():
+        default = LAYOUT_DEFAULTS.get(args.norm, {}).get(name, default)  # --norm is settled first
         given, value = getattr(args, name), told.get(name)
         if given is None:
             setattr(args, name, default if value is None else value)

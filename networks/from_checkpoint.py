@@ -9,8 +9,9 @@ mmsegmentation's "mmseg"), the depth from the number of layer3 blocks (6: ResNet
 An mmsegmentation file's meta tells the dataset, the recurrence and how the logits are resized (its
 config's ``align_corners``); without it the class count picks the dataset (19: cityscapes, 21: voc,
 150: ade20k). Otherwise model and recurrence leave no trace in the weights (the attention's weights are
-shared by all its passes), so they come from the caller or the defaults (ccnet, recurrence 2). A value the caller gives
-always wins over the file's.
+shared by all its passes), so they come from the caller or the defaults (ccnet, recurrence 2); in
+mmsegmentation's layout the recurrence defaults to 2, its CCHead's, whatever the caller's defaults (so a
+fine-tuned zoo model's bare snapshot runs as trained). A value the caller gives always wins over the file's.
 """
 import re
 
@@ -21,6 +22,9 @@ from utils.cli import positive_int, str2bool
 from utils.errors import UserError
 
 DEFAULTS = {"model": "ccnet", "recurrence": 2, "norm": "syncbn", "depth": 101}
+# A layout's own defaults, over the caller's: mmsegmentation's CCHead runs its attention twice unless its
+# config says otherwise, where upstream's scripts default to 1 (evaluate.py) and 0 (train.py).
+LAYOUT_DEFAULTS = {"mmseg": {"recurrence": 2}}
 SETTINGS = ("model", "num_classes", "recurrence", "norm", "depth", "dataset", "align_corners")
 # The dataset each class count means when nothing else tells it.
 DATASET_OF_CLASSES = {19: "cityscapes", 21: "voc", 150: "ade20k"}
@@ -91,8 +95,8 @@ def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=
                         align_corners=None, source="the checkpoint", defaults=None):
     """{setting: value} for SETTINGS of a loaded checkpoint and its state_dict: each given value, else the
     checkpoint's stored arguments, else what its tensors and meta tell (the module docstring), else
-    ``defaults`` (a dict) or DEFAULTS; UserError if num_classes stays unknown. 'align_corners' None means
-    the network's own."""
+    the layout's LAYOUT_DEFAULTS, ``defaults`` (a dict) or DEFAULTS; UserError if num_classes stays unknown.
+    'align_corners' None means the network's own."""
     args = loaded.get("args") if isinstance(loaded, dict) else None
     stored = {k: args[k] for k in SETTINGS if k in args} if isinstance(args, dict) else {}
     told = mmseg_config_settings(loaded)
@@ -105,8 +109,10 @@ def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=
         told["depth"] = depth_of(state, source)
     given = {"model": model, "num_classes": num_classes, "recurrence": recurrence, "norm": norm, "depth": depth,
              "align_corners": align_corners}
-    settings = {**DEFAULTS, **(defaults or {}), "dataset": None, "align_corners": None, **told, **stored,
-                **{k: v for k, v in given.items() if v is not None}}
+    known = {**told, **stored, **{k: v for k, v in given.items() if v is not None}}
+    fallback = {**DEFAULTS, **(defaults or {})}
+    fallback.update(LAYOUT_DEFAULTS.get(known.get("norm", fallback["norm"]), {}))
+    settings = {**fallback, "dataset": None, "align_corners": None, **known}
     if "num_classes" not in settings:
         raise UserError("the checkpoint does not say how many classes it predicts; give --num-classes")
     if settings["dataset"] is None:

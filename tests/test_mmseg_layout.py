@@ -178,11 +178,15 @@ def test_a_zoo_file_gives_the_logits_of_the_layout_written_out(zoo_file, zoo_sta
 
 
 def test_the_zoo_files_meta_tells_dataset_and_align_corners_and_the_class_count_otherwise(zoo_file, zoo_state):
+    """A bare state_dict (a fine-tuned zoo model's snapshot) runs the attention twice, mmsegmentation's
+    default, where upstream's layout keeps the caller's (evaluate.py's 1)."""
     loaded = read_checkpoint(zoo_file)
     settings = checkpoint_settings(loaded, loaded["state_dict"], defaults={"recurrence": 1})  # evaluate.py's
     assert (settings["dataset"], settings["align_corners"], settings["recurrence"]) == ("cityscapes", True, 2)
     bare = checkpoint_settings(loaded["state_dict"], loaded["state_dict"], defaults={"recurrence": 1})
-    assert (bare["dataset"], bare["align_corners"], bare["recurrence"]) == ("cityscapes", None, 1)
+    assert (bare["dataset"], bare["align_corners"], bare["recurrence"]) == ("cityscapes", None, 2)
+    upstream = {"dsn.4.weight": torch.zeros(19, 512, 1, 1)}
+    assert checkpoint_settings(upstream, upstream, defaults={"recurrence": 1})["recurrence"] == 1
     network, _ = build_from_checkpoint(str(zoo_file), align_corners=False)
     assert network.align_corners is False
     for classes, dataset in ((21, "voc"), (150, "ade20k"), (7, None)):
@@ -336,11 +340,12 @@ def test_a_zoo_file_fine_tunes_in_its_layout_which_resume_remembers(zoo_file, sc
     net = train.main(train.get_args_parser().parse_args(flags))
     assert f"--restore-from {zoo_file}: ccnet in mmsegmentation's layout" in capsys.readouterr().out
     assert type(net).__name__ == "EncoderDecoder" and len(net.backbone.layer3) == 6 and net.decode_head.recurrence == 2
+    assert net.align_corners is True  # the config's, for the validation during training
     snapshot = read_state_dict(tmp_path / "CS_scenes_1.pth")
     assert [k for k, _, _ in keys_shapes_dtypes(snapshot)] == [k for k, _, _ in spec(SPECS[50])]
     resume = train.get_args_parser().parse_args(flags + ["--num-steps", "2", "--resume", str(tmp_path / "last.pth")])
     load_state(resume.resume, resume, {**vars(train.get_args_parser().parse_args([])), **train.MODEL_DEFAULTS})
-    assert (resume.norm, resume.depth, resume.recurrence) == ("mmseg", 50, 2)
+    assert (resume.norm, resume.depth, resume.recurrence, resume.align_corners) == ("mmseg", 50, 2, True)
     refused = train.get_args_parser().parse_args(flags + ["--norm", "syncbn", "--snapshot-dir", str(tmp_path / "no")])
     with pytest.raises(UserError, match="holds mmsegmentation's layout .*: train it with --norm mmseg"):
         train.main(refused)
@@ -365,6 +370,13 @@ def test_an_imagenet_resnetv1c_file_loads_into_the_backbone_and_the_heads_start_
     backbone = net.backbone.state_dict()
     for key, value in imagenet.items():
         torch.testing.assert_close(backbone[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("norm,recurrence", [(None, 0), ("syncbn", 0), ("mmseg", 2)])
+def test_without_recurrence_train_runs_mmsegmentations_attention_twice_and_upstreams_not_at_all(norm, recurrence):
+    args = train.get_args_parser().parse_args(["--restore-from", "none"] + (["--norm", norm] if norm else []))
+    train.settle_model_flags(args, None, None)
+    assert args.recurrence == recurrence
 
 
 def test_evaluate_takes_a_zoo_file_as_it_is_and_names_what_it_loaded(zoo_file, scenes, capsys):

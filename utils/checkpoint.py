@@ -32,8 +32,9 @@ from utils.runtime import all_gather_objects
 _PREFIX = "module."
 _SHOWN = 6
 STATE_KEYS = ("model", "optimizer", "scaler", "iteration", "rng", "args")  # and "best", since validation
-# Flags that decide the model (its tensors or its forward): --resume refuses a change of any of them.
-MODEL_FLAGS = ["model", "num_classes", "recurrence", "norm", "depth"]
+# Flags that decide the model (its tensors, its forward, how its logits are resized): --resume refuses a
+# change of any of them.
+MODEL_FLAGS = ["model", "num_classes", "recurrence", "norm", "depth", "align_corners"]
 # Flags that never change a resumed run's arithmetic: where files go, what is logged and how often
 # the state is saved, the validation (it leaves the training as it is), the launcher's local rank,
 # how many processes load the data (each sample carries its augmentation seed), and the flags a
