@@ -57,7 +57,7 @@ def get_args_parser():
     parser = ArgumentParser(description="Evaluate CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images",
                             allow_abbrev=False)
     data = parser.add_argument_group("data")
-    add_dataset_argument(data, default=None)
+    add_dataset_argument(data)
     data.add_argument("--data-dir", type=str, default="cityscapes",
                       help="dataset root (Cityscapes: the folder holding leftImg8bit/ and gtFine/)")
     data.add_argument("--data-list", type=str, default=None,

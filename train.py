@@ -1,5 +1,6 @@
 """Train CCNet (Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation", ICCV 2019)
-on Cityscapes with upstream's command line, or on Pascal VOC, ADE20K or a folder of your own (--dataset).
+on Cityscapes with upstream's command line, or on Pascal VOC, ADE20K or a folder of your own (--dataset;
+without it, the dataset a resumed run or the --restore-from file tells, else Cityscapes).
 
 Runs on one GPU or the CPU, on several GPUs of one process (``--gpu 0,1,2,3``: DataParallel with
 synchronized BN), or under torchrun or SLURM's srun (DistributedDataParallel, one process per GPU or
@@ -27,10 +28,10 @@ from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
-from networks.from_checkpoint import (LAYOUT_DEFAULTS, add_align_corners_argument, decode_head_modules, depth_of,
-                                      describe, mmseg_config_settings, require_known_head, weights_of)
-from utils.checkpoint import (load_model, load_state, names_no_checkpoint, restore_state, resume_source, rng_state,
-                              save_atomic, save_state)
+from networks.from_checkpoint import (LAYOUT_DEFAULTS, add_align_corners_argument, dataset_told, decode_head_modules,
+                                      depth_of, describe, mmseg_config_settings, require_known_head, weights_of)
+from utils.checkpoint import (load_model, load_state, names_no_checkpoint, read_checkpoint, restore_state,
+                              resume_source, rng_state, save_atomic, save_state)
 from utils.cli import ArgumentParser, label_value, non_negative_int, size_pair, str2bool
 from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict_whole
@@ -45,7 +46,8 @@ from utils.validation import Validation, add_validation_arguments
 def get_args_parser():
     parser = ArgumentParser(description="Train CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images.")
     data = parser.add_argument_group("data")
-    add_dataset_argument(data)
+    add_dataset_argument(data, "a resumed run's, else the --restore-from file's (its mmsegmentation meta or "
+                               "class count), else cityscapes")
     data.add_argument("--data-dir", default="cityscapes", help="dataset root directory")
     data.add_argument("--data-list", default=None,
                       help="list of training image/label pairs, relative to --data-dir (default: the dataset's "
@@ -203,6 +205,8 @@ def check_inputs(args, runtime):
     the flags left unset filled from it."""
     if not os.path.isdir(args.data_dir):
         raise UserError(f"--data-dir {args.data_dir}: no such directory")
+    if args.dataset is None:
+        args.dataset = told_dataset(args)
     info = get_dataset(args.dataset, args.data_dir)
     fill_defaults(args, info)
     for name in ("batch_size", "num_steps", "save_pred_every", "num_classes"):
@@ -213,6 +217,21 @@ def check_inputs(args, runtime):
     if not 0 <= args.start_iters < args.num_steps:
         raise UserError(f"--start-iters {args.start_iters} must lie in [0, --num-steps {args.num_steps})")
     return info
+
+
+def told_dataset(args):
+    """The dataset of a run without --dataset: the one its training state stored when it resumes, else the
+    one the --restore-from file tells (networks.from_checkpoint.dataset_told: its mmsegmentation config or
+    class count), else cityscapes, upstream's."""
+    resume = resume_source(args.resume, args.snapshot_dir, args.restore_from, report=False)
+    if resume:
+        try:
+            return dataset_told(read_checkpoint(resume), {}) or "cityscapes"
+        except UserError:
+            return "cityscapes"  # load_state names the unreadable state, after the line saying the run resumes it
+    if names_no_checkpoint(args.restore_from):
+        return "cityscapes"
+    return dataset_told(*weights_of(args.restore_from)) or "cityscapes"
 
 
 def build_data(info, args, runtime):

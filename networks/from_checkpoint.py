@@ -100,9 +100,8 @@ def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=
     args = loaded.get("args") if isinstance(loaded, dict) else None
     stored = {k: args[k] for k in SETTINGS if k in args} if isinstance(args, dict) else {}
     told = mmseg_config_settings(loaded)
-    classifier = [v for k, v in state.items() if k == MMSEG_CLASSIFIER or (k.startswith("dsn.") and v.dim() == 4)]
-    if classifier:
-        told["num_classes"] = classifier[-1].shape[0]
+    if classes_of(state):
+        told["num_classes"] = classes_of(state)
     if layout_of(state, source):
         told["norm"] = layout_of(state, source)
     if depth_of(state, source):
@@ -112,12 +111,28 @@ def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=
     known = {**told, **stored, **{k: v for k, v in given.items() if v is not None}}
     fallback = {**DEFAULTS, **(defaults or {})}
     fallback.update(LAYOUT_DEFAULTS.get(known.get("norm", fallback["norm"]), {}))
-    settings = {**fallback, "dataset": None, "align_corners": None, **known}
+    settings = {**fallback, "align_corners": None, **known}
     if "num_classes" not in settings:
         raise UserError("the checkpoint does not say how many classes it predicts; give --num-classes")
-    if settings["dataset"] is None:
-        settings["dataset"] = DATASET_OF_CLASSES.get(settings["num_classes"])
+    settings["dataset"] = dataset_told(loaded, state, settings["num_classes"])
     return settings
+
+
+def classes_of(state):
+    """The class count of a state_dict's classifier (mmsegmentation's decode head's, or the last 4-d weight
+    of the DSN head), None without one (ImageNet weights)."""
+    classifier = [v for k, v in state.items() if k == MMSEG_CLASSIFIER or (k.startswith("dsn.") and v.dim() == 4)]
+    return classifier[-1].shape[0] if classifier else None
+
+
+def dataset_told(loaded, state, num_classes=None):
+    """The dataset a loaded checkpoint and its state_dict tell, None where nothing does: a training state's
+    stored --dataset, else an mmsegmentation config's, else the one the class count means
+    (DATASET_OF_CLASSES; ``num_classes`` where given, else the classifier's)."""
+    args = loaded.get("args") if isinstance(loaded, dict) else None
+    stored = args.get("dataset") if isinstance(args, dict) else None
+    return (stored or mmseg_config_settings(loaded).get("dataset")
+            or DATASET_OF_CLASSES.get(num_classes or classes_of(state)))
 
 
 def decode_head_modules(state):

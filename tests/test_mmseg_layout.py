@@ -379,6 +379,35 @@ def test_without_recurrence_train_runs_mmsegmentations_attention_twice_and_upstr
     assert args.recurrence == recurrence
 
 
+def classifier_of(classes):
+    """A state_dict of mmsegmentation's decode-head classifier alone, for ``classes`` classes."""
+    return {"decode_head.conv_seg.weight": torch.zeros(classes, 512, 1, 1)}
+
+
+TOLD_DATASETS = {
+    "ade20k_config": ({"meta": {"config": CONFIG_769.replace("Cityscapes", "ADE20K")},
+                       "state_dict": classifier_of(150)}, [], "ade20k"),
+    "voc_class_count": (classifier_of(21), [], "voc"),
+    "upstream_snapshot": ({"dsn.4.weight": torch.zeros(19, 512, 1, 1)}, [], "cityscapes"),
+    "dataset_given": (classifier_of(150), ["--dataset", "voc"], "voc"),
+    "resumed_state": ({"args": {"dataset": "ade20k"}}, ["--resume", "{file}", "--restore-from", "/no/such.pth"],
+                      "ade20k"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOLD_DATASETS))
+def test_train_without_dataset_takes_the_resumed_or_restored_files(case, tmp_path):
+    """As evaluate.py: the file's config, else its class count; --dataset wins; a resumed run keeps its own
+    (and reads no --restore-from). The classes follow the dataset."""
+    content, flags, dataset = TOLD_DATASETS[case]
+    torch.save(content, tmp_path / "file.pth")
+    flags = [flag.format(file=tmp_path / "file.pth") for flag in flags]
+    args = train.get_args_parser().parse_args(["--data-dir", str(tmp_path), "--restore-from", str(tmp_path / "file.pth"),
+                                               *flags])
+    train.check_inputs(args, types.SimpleNamespace(world_size=1))
+    assert (args.dataset, args.num_classes) == (dataset, {"cityscapes": 19, "voc": 21, "ade20k": 150}[dataset])
+
+
 def test_evaluate_takes_a_zoo_file_as_it_is_and_names_what_it_loaded(zoo_file, scenes, capsys):
     root, lists = scenes
     args = evaluate.get_args_parser().parse_args([
