@@ -402,8 +402,8 @@ def test_train_without_dataset_takes_the_resumed_or_restored_files(case, tmp_pat
     content, flags, dataset = TOLD_DATASETS[case]
     torch.save(content, tmp_path / "file.pth")
     flags = [flag.format(file=tmp_path / "file.pth") for flag in flags]
-    args = train.get_args_parser().parse_args(["--data-dir", str(tmp_path), "--restore-from", str(tmp_path / "file.pth"),
-                                               *flags])
+    args = train.get_args_parser().parse_args(["--data-dir", str(tmp_path),
+                                               "--restore-from", str(tmp_path / "file.pth"), *flags])
     train.check_inputs(args, types.SimpleNamespace(world_size=1))
     assert (args.dataset, args.num_classes) == (dataset, {"cityscapes": 19, "voc": 21, "ade20k": 150}[dataset])
 
