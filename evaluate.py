@@ -57,7 +57,7 @@ def get_args_parser():
     parser = ArgumentParser(description="Evaluate CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images",
                             allow_abbrev=False)
     data = parser.add_argument_group("data")
-    add_dataset_argument(data, default=None)
+    add_dataset_argument(data)
     data.add_argument("--data-dir", type=str, default="cityscapes",
                       help="dataset root (Cityscapes: the folder holding leftImg8bit/ and gtFine/)")
     data.add_argument("--data-list", type=str, default=None,
@@ -76,7 +76,8 @@ def get_args_parser():
                        help="number of classes the model predicts (default: read from the checkpoint)")
     model.add_argument("--recurrence", type=int, default=None,
                        help="criss-cross attention passes (default: the checkpoint's, a training state's "
-                            "arguments or an mmsegmentation config; else 1, upstream's)")
+                            "arguments or an mmsegmentation config; else 2 in mmsegmentation's layout (its "
+                            "CCHead's), else 1, upstream's)")
     model.add_argument("--norm", choices=networks.NORMS, default=None,
                        help="layout: syncbn (upstream's), inplace-abn (the official CCNet's) or mmseg "
                             "(mmsegmentation's); default: told by the checkpoint's keys")

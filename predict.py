@@ -57,7 +57,7 @@ def get_args_parser():
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")
     add_checkpoint_arguments(parser.add_argument_group("model"))
     data = parser.add_argument_group("classes and colours")
-    add_dataset_argument(data, default=None)
+    add_dataset_argument(data)
     data.add_argument("--data-dir", default=None,
                       help="with --dataset folder: the dataset folder whose classes file names the colours "
                            "(default: none)")

@@ -1,5 +1,6 @@
 """Train CCNet (Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation", ICCV 2019)
-on Cityscapes with upstream's command line, or on Pascal VOC, ADE20K or a folder of your own (--dataset).
+on Cityscapes with upstream's command line, or on Pascal VOC, ADE20K or a folder of your own (--dataset;
+without it, the dataset a resumed run or the --restore-from file tells, else Cityscapes).
 
 Runs on one GPU or the CPU, on several GPUs of one process (``--gpu 0,1,2,3``: DataParallel with
 synchronized BN), or under torchrun or SLURM's srun (DistributedDataParallel, one process per GPU or
@@ -27,9 +28,10 @@ from dataset.datasets import IMG_MEAN
 from dataset.registry import add_dataset_argument, fill_defaults, get_dataset
 from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
-from networks.from_checkpoint import depth_of, describe, mmseg_config_settings, require_known_head, weights_of
-from utils.checkpoint import (load_model, load_state, names_no_checkpoint, restore_state, resume_source, rng_state,
-                              save_atomic, save_state)
+from networks.from_checkpoint import (LAYOUT_DEFAULTS, add_align_corners_argument, dataset_told, decode_head_modules,
+                                      depth_of, describe, mmseg_config_settings, require_known_head, weights_of)
+from utils.checkpoint import (load_model, load_state, names_no_checkpoint, read_checkpoint, restore_state,
+                              resume_source, rng_state, save_atomic, save_state)
 from utils.cli import ArgumentParser, label_value, non_negative_int, size_pair, str2bool
 from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict_whole
@@ -44,7 +46,8 @@ from utils.validation import Validation, add_validation_arguments
 def get_args_parser():
     parser = ArgumentParser(description="Train CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images.")
     data = parser.add_argument_group("data")
-    add_dataset_argument(data)
+    add_dataset_argument(data, "a resumed run's, else the --restore-from file's (its mmsegmentation meta or "
+                               "class count), else cityscapes")
     data.add_argument("--data-dir", default="cityscapes", help="dataset root directory")
     data.add_argument("--data-list", default=None,
                       help="list of training image/label pairs, relative to --data-dir (default: the dataset's "
@@ -63,7 +66,7 @@ def get_args_parser():
                        help="number of classes (default: the dataset's, 19 for cityscapes)")
     model.add_argument("--recurrence", type=int, default=None,
                        help="criss-cross attention passes (default: the --restore-from file's mmsegmentation "
-                            "config, else 0, upstream's)")
+                            "config, else 2 in mmsegmentation's layout (its CCHead's), else 0, upstream's)")
     model.add_argument("--norm", choices=networks.NORMS, default=None,
                        help="layout: syncbn (upstream's BatchNorm + ReLU), inplace-abn (the official CCNet's "
                             "InPlace-ABN) or mmseg (mmsegmentation's CCNet; ImageNet weights: resnet50_v1c or "
@@ -71,6 +74,7 @@ def get_args_parser():
     model.add_argument("--depth", type=int, choices=tuple(networks.DEPTHS), default=None,
                        help="ResNet depth (ImageNet weights: resnet50-imagenet.pth or resnet101-imagenet.pth, or "
                             "the v1c files for mmseg); default: told by the --restore-from keys, else 101")
+    add_align_corners_argument(model)
     model.add_argument("--is-training", action="store_true",
                        help="accepted for compatibility with upstream; BN statistics are always updated")
 
@@ -128,9 +132,10 @@ def get_args_parser():
     return parser
 
 
-# --norm, --depth and --recurrence when neither they nor the --restore-from file say (and so for runs
-# from before they were told by the file).
-MODEL_DEFAULTS = {"norm": "syncbn", "depth": 101, "recurrence": 0}
+# --norm, --depth, --recurrence and --align-corners (None: the network's own) when neither they nor the
+# --restore-from file say (and so for runs from before they were told by the file), under a layout's own
+# LAYOUT_DEFAULTS.
+MODEL_DEFAULTS = {"norm": "syncbn", "depth": 101, "recurrence": 0, "align_corners": None}
 # Those the keys tell: a given value the keys contradict cannot load.
 KEYED_FLAGS = ("norm", "depth")
 
@@ -200,6 +205,8 @@ def check_inputs(args, runtime):
     the flags left unset filled from it."""
     if not os.path.isdir(args.data_dir):
         raise UserError(f"--data-dir {args.data_dir}: no such directory")
+    if args.dataset is None:
+        args.dataset = told_dataset(args)
     info = get_dataset(args.dataset, args.data_dir)
     fill_defaults(args, info)
     for name in ("batch_size", "num_steps", "save_pred_every", "num_classes"):
@@ -210,6 +217,21 @@ def check_inputs(args, runtime):
     if not 0 <= args.start_iters < args.num_steps:
         raise UserError(f"--start-iters {args.start_iters} must lie in [0, --num-steps {args.num_steps})")
     return info
+
+
+def told_dataset(args):
+    """The dataset of a run without --dataset: the one its training state stored when it resumes, else the
+    one the --restore-from file tells (networks.from_checkpoint.dataset_told: its mmsegmentation config or
+    class count), else cityscapes, upstream's."""
+    resume = resume_source(args.resume, args.snapshot_dir, args.restore_from, report=False)
+    if resume:
+        try:
+            return dataset_told(read_checkpoint(resume), {}) or "cityscapes"
+        except UserError:
+            return "cityscapes"  # load_state names the unreadable state, after the line saying the run resumes it
+    if names_no_checkpoint(args.restore_from):
+        return "cityscapes"
+    return dataset_told(*weights_of(args.restore_from)) or "cityscapes"
 
 
 def build_data(info, args, runtime):
@@ -261,6 +283,8 @@ def build_network(args, device, restore=True):
     settle_model_flags(args, loaded, state)
     net = networks.build_model(args.model, args.num_classes, criterion=criterion, recurrence=args.recurrence,
                                norm=args.norm, memory_efficient=args.memory_efficient, depth=args.depth)
+    if args.align_corners is not None:
+        net.align_corners = args.align_corners
     if state:
         load_model(net, state, source=args.restore_from)
         if args.not_restore_last:
@@ -269,15 +293,18 @@ def build_network(args, device, restore=True):
 
 
 def settle_model_flags(args, loaded, state):
-    """Set --norm, --depth and --recurrence left unset to what the --restore-from file tells (its keys, an
-    mmsegmentation config's recurrence), else MODEL_DEFAULTS; a --norm or --depth the keys contradict,
-    or another mmsegmentation model, is a UserError."""
+    """Set --norm, --depth, --recurrence and --align-corners left unset to what the --restore-from file tells
+    (its keys, an mmsegmentation config's recurrence and align_corners), else the layout's LAYOUT_DEFAULTS
+    or MODEL_DEFAULTS; a --norm or --depth the keys contradict, or another mmsegmentation model, is a
+    UserError."""
     source = f"--restore-from {args.restore_from}"
     told = {}
     if state:
+        config = mmseg_config_settings(loaded)
         told = {"norm": networks.layout_of(state, source), "depth": depth_of(state, source),
-                "recurrence": mmseg_config_settings(loaded).get("recurrence")}
+                "recurrence": config.get("recurrence"), "align_corners": config.get("align_corners")}
     for name, default in MODEL_DEFAULTS.items():
+        default = LAYOUT_DEFAULTS.get(args.norm, {}).get(name, default)  # --norm is settled first
         given, value = getattr(args, name), told.get(name)
         if given is None:
             setattr(args, name, default if value is None else value)
@@ -286,7 +313,9 @@ def settle_model_flags(args, loaded, state):
             raise UserError(f"{source} holds {what}: train it with --{name} {value}")
     if state:
         require_known_head(state, {"norm": args.norm}, source)
-        print(f"{source}: {describe(vars(args))}")
+        backbone_only = args.norm == "mmseg" and not decode_head_modules(state)
+        print(f"{source}: {describe(vars(args))}" + ("; a backbone alone: the decode and auxiliary heads start "
+                                                     "from random weights" if backbone_only else ""))
 
 
 def build_optimizer(args, net, device):

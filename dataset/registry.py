@@ -20,11 +20,11 @@ def get_dataset(name, data_dir):
     return DATASETS[name](data_dir)
 
 
-def add_dataset_argument(parser, default="cityscapes"):
-    """--dataset NAME, default cityscapes; with default None, the dataset a checkpoint tells, else cityscapes."""
-    told = "the checkpoint's (its mmsegmentation meta or class count), else cityscapes"
-    parser.add_argument("--dataset", default=default, choices=DATASET_NAMES,
-                        help=f"dataset layout, classes and colours (default: {default or told})")
+def add_dataset_argument(parser, told="the checkpoint's (a training state's, its mmsegmentation meta or its class "
+                                      "count), else cityscapes"):
+    """--dataset NAME, default None: the dataset a checkpoint tells, which ``told`` says for the help."""
+    parser.add_argument("--dataset", default=None, choices=DATASET_NAMES,
+                        help=f"dataset layout, classes and colours (default: {told})")
 
 
 def fill_defaults(args, info):

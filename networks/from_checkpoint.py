@@ -9,8 +9,9 @@ mmsegmentation's "mmseg"), the depth from the number of layer3 blocks (6: ResNet
 An mmsegmentation file's meta tells the dataset, the recurrence and how the logits are resized (its
 config's ``align_corners``); without it the class count picks the dataset (19: cityscapes, 21: voc,
 150: ade20k). Otherwise model and recurrence leave no trace in the weights (the attention's weights are
-shared by all its passes), so they come from the caller or the defaults (ccnet, recurrence 2). A value the caller gives
-always wins over the file's.
+shared by all its passes), so they come from the caller or the defaults (ccnet, recurrence 2); in
+mmsegmentation's layout the recurrence defaults to 2, its CCHead's, whatever the caller's defaults (so a
+fine-tuned zoo model's bare snapshot runs as trained). A value the caller gives always wins over the file's.
 """
 import re
 
@@ -21,6 +22,9 @@ from utils.cli import positive_int, str2bool
 from utils.errors import UserError
 
 DEFAULTS = {"model": "ccnet", "recurrence": 2, "norm": "syncbn", "depth": 101}
+# A layout's own defaults, over the caller's: mmsegmentation's CCHead runs its attention twice unless its
+# config says otherwise, where upstream's scripts default to 1 (evaluate.py) and 0 (train.py).
+LAYOUT_DEFAULTS = {"mmseg": {"recurrence": 2}}
 SETTINGS = ("model", "num_classes", "recurrence", "norm", "depth", "dataset", "align_corners")
 # The dataset each class count means when nothing else tells it.
 DATASET_OF_CLASSES = {19: "cityscapes", 21: "voc", 150: "ade20k"}
@@ -91,36 +95,59 @@ def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=
                         align_corners=None, source="the checkpoint", defaults=None):
     """{setting: value} for SETTINGS of a loaded checkpoint and its state_dict: each given value, else the
     checkpoint's stored arguments, else what its tensors and meta tell (the module docstring), else
-    ``defaults`` (a dict) or DEFAULTS; UserError if num_classes stays unknown. 'align_corners' None means
-    the network's own."""
+    the layout's LAYOUT_DEFAULTS, ``defaults`` (a dict) or DEFAULTS; UserError if num_classes stays unknown.
+    'align_corners' None means the network's own."""
     args = loaded.get("args") if isinstance(loaded, dict) else None
     stored = {k: args[k] for k in SETTINGS if k in args} if isinstance(args, dict) else {}
     told = mmseg_config_settings(loaded)
-    classifier = [v for k, v in state.items() if k == MMSEG_CLASSIFIER or (k.startswith("dsn.") and v.dim() == 4)]
-    if classifier:
-        told["num_classes"] = classifier[-1].shape[0]
+    if classes_of(state):
+        told["num_classes"] = classes_of(state)
     if layout_of(state, source):
         told["norm"] = layout_of(state, source)
     if depth_of(state, source):
         told["depth"] = depth_of(state, source)
     given = {"model": model, "num_classes": num_classes, "recurrence": recurrence, "norm": norm, "depth": depth,
              "align_corners": align_corners}
-    settings = {**DEFAULTS, **(defaults or {}), "dataset": None, "align_corners": None, **told, **stored,
-                **{k: v for k, v in given.items() if v is not None}}
+    known = {**told, **stored, **{k: v for k, v in given.items() if v is not None}}
+    fallback = {**DEFAULTS, **(defaults or {})}
+    fallback.update(LAYOUT_DEFAULTS.get(known.get("norm", fallback["norm"]), {}))
+    settings = {**fallback, "align_corners": None, **known}
     if "num_classes" not in settings:
         raise UserError("the checkpoint does not say how many classes it predicts; give --num-classes")
-    if settings["dataset"] is None:
-        settings["dataset"] = DATASET_OF_CLASSES.get(settings["num_classes"])
+    settings["dataset"] = dataset_told(loaded, state, settings["num_classes"])
     return settings
+
+
+def classes_of(state):
+    """The class count of a state_dict's classifier (mmsegmentation's decode head's, or the last 4-d weight
+    of the DSN head), None without one (ImageNet weights)."""
+    classifier = [v for k, v in state.items() if k == MMSEG_CLASSIFIER or (k.startswith("dsn.") and v.dim() == 4)]
+    return classifier[-1].shape[0] if classifier else None
+
+
+def dataset_told(loaded, state, num_classes=None):
+    """The dataset a loaded checkpoint and its state_dict tell, None where nothing does: a training state's
+    stored --dataset, else an mmsegmentation config's, else the one the class count means
+    (DATASET_OF_CLASSES; ``num_classes`` where given, else the classifier's)."""
+    args = loaded.get("args") if isinstance(loaded, dict) else None
+    stored = args.get("dataset") if isinstance(args, dict) else None
+    return (stored or mmseg_config_settings(loaded).get("dataset")
+            or DATASET_OF_CLASSES.get(num_classes or classes_of(state)))
+
+
+def decode_head_modules(state):
+    """The names of the modules under mmsegmentation's ``decode_head.`` in a state_dict, sorted; none for
+    a backbone alone (an ImageNet ResNetV1c)."""
+    return sorted({k.split(".")[1] for k in state if k.startswith("decode_head.")})
 
 
 def require_known_head(state, settings, source):
     """UserError when an mmsegmentation file holds another model's decode head than CCNet's CCHead
-    (a PSPNet's, a DeepLabv3's, ...), naming its keys."""
-    if settings["norm"] != "mmseg" or "decode_head.cca.query_conv.weight" in state:
+    (a PSPNet's, a DeepLabv3's, ...), naming its keys; a file without a decode head passes."""
+    modules = decode_head_modules(state)
+    if settings["norm"] != "mmseg" or not modules or "decode_head.cca.query_conv.weight" in state:
         return
-    modules = sorted({k.split(".")[1] for k in state if k.startswith("decode_head.")})
-    shown = ", ".join(f"decode_head.{name}.*" for name in modules) or "no keys"
+    shown = ", ".join(f"decode_head.{name}.*" for name in modules)
     raise UserError(f"{source} is not an mmsegmentation CCNet: its decode head holds {shown}, "
                     "without CCNet's criss-cross attention (decode_head.cca.*)")
 

@@ -178,11 +178,15 @@ def test_a_zoo_file_gives_the_logits_of_the_layout_written_out(zoo_file, zoo_sta
 
 
 def test_the_zoo_files_meta_tells_dataset_and_align_corners_and_the_class_count_otherwise(zoo_file, zoo_state):
+    """A bare state_dict (a fine-tuned zoo model's snapshot) runs the attention twice, mmsegmentation's
+    default, where upstream's layout keeps the caller's (evaluate.py's 1)."""
     loaded = read_checkpoint(zoo_file)
     settings = checkpoint_settings(loaded, loaded["state_dict"], defaults={"recurrence": 1})  # evaluate.py's
     assert (settings["dataset"], settings["align_corners"], settings["recurrence"]) == ("cityscapes", True, 2)
     bare = checkpoint_settings(loaded["state_dict"], loaded["state_dict"], defaults={"recurrence": 1})
-    assert (bare["dataset"], bare["align_corners"], bare["recurrence"]) == ("cityscapes", None, 1)
+    assert (bare["dataset"], bare["align_corners"], bare["recurrence"]) == ("cityscapes", None, 2)
+    upstream = {"dsn.4.weight": torch.zeros(19, 512, 1, 1)}
+    assert checkpoint_settings(upstream, upstream, defaults={"recurrence": 1})["recurrence"] == 1
     network, _ = build_from_checkpoint(str(zoo_file), align_corners=False)
     assert network.align_corners is False
     for classes, dataset in ((21, "voc"), (150, "ade20k"), (7, None)):
@@ -303,6 +307,21 @@ def test_a_truncated_file_is_one_line_naming_it(zoo_state, zip_format, tmp_path,
     assert not (tmp_path / "out").exists()
 
 
+def test_a_legacy_format_file_cut_at_any_byte_is_a_user_error_naming_it(tmp_path):
+    """torch's legacy reader fails with IndexError or struct.error where the cut falls in its header, and
+    with UnicodeDecodeError inside a string of the meta: every cut of a small zoo-like file is a UserError."""
+    buffer = io.BytesIO()
+    torch.save({"meta": {"env_info": "GCC: gcc (Ubuntu 9.3.0) – 9.3.0"},
+                "state_dict": {"decode_head.conv_seg.weight": torch.zeros(2, 4, 1, 1)}}, buffer,
+               _use_new_zipfile_serialization=False)
+    data = buffer.getvalue()
+    path = tmp_path / "cut.pth"
+    for cut in range(len(data)):
+        path.write_bytes(data[:cut])
+        with pytest.raises(UserError, match=f"cannot read checkpoint {re.escape(str(path))}: "):
+            read_checkpoint(path)
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     """Two 32x64 synthetic Cityscapes training scenes and two validation scenes."""
@@ -321,15 +340,72 @@ def test_a_zoo_file_fine_tunes_in_its_layout_which_resume_remembers(zoo_file, sc
     net = train.main(train.get_args_parser().parse_args(flags))
     assert f"--restore-from {zoo_file}: ccnet in mmsegmentation's layout" in capsys.readouterr().out
     assert type(net).__name__ == "EncoderDecoder" and len(net.backbone.layer3) == 6 and net.decode_head.recurrence == 2
+    assert net.align_corners is True  # the config's, for the validation during training
     snapshot = read_state_dict(tmp_path / "CS_scenes_1.pth")
     assert [k for k, _, _ in keys_shapes_dtypes(snapshot)] == [k for k, _, _ in spec(SPECS[50])]
     resume = train.get_args_parser().parse_args(flags + ["--num-steps", "2", "--resume", str(tmp_path / "last.pth")])
     load_state(resume.resume, resume, {**vars(train.get_args_parser().parse_args([])), **train.MODEL_DEFAULTS})
-    assert (resume.norm, resume.depth, resume.recurrence) == ("mmseg", 50, 2)
+    assert (resume.norm, resume.depth, resume.recurrence, resume.align_corners) == ("mmseg", 50, 2, True)
     refused = train.get_args_parser().parse_args(flags + ["--norm", "syncbn", "--snapshot-dir", str(tmp_path / "no")])
     with pytest.raises(UserError, match="holds mmsegmentation's layout .*: train it with --norm mmseg"):
         train.main(refused)
     assert not (tmp_path / "no").exists()
+
+
+def test_an_imagenet_resnetv1c_file_loads_into_the_backbone_and_the_heads_start_random(tmp_path, capsys):
+    """mmcv's open-mmlab://resnet50_v1c: {"state_dict"} of ``stem.*``, ``layer*`` and the ImageNet ``fc``,
+    without the ``backbone.`` prefix (and here without the BN counters)."""
+    torch.manual_seed(0)
+    model = networks.build_model("ccnet", 19, norm="mmseg", depth=50, norm_layer=torch.nn.BatchNorm2d)
+    imagenet = {k: v for k, v in randomize(model.backbone.state_dict(), seed=3).items()
+                if not k.endswith("num_batches_tracked")}
+    torch.save({"state_dict": {**imagenet, "fc.weight": torch.ones(1000, 2048), "fc.bias": torch.ones(1000)}},
+               tmp_path / "resnet50_v1c.pth")
+    args = train.get_args_parser().parse_args(["--restore-from", str(tmp_path / "resnet50_v1c.pth"), "--norm", "mmseg",
+                                               "--num-classes", "19"])
+    net = train.build_network(args, torch.device("cpu"))
+    told = capsys.readouterr().out.splitlines()[0]
+    assert "mmsegmentation's layout" in told and "ResNet-50, 19 classes" in told
+    assert told.endswith("a backbone alone: the decode and auxiliary heads start from random weights")
+    backbone = net.backbone.state_dict()
+    for key, value in imagenet.items():
+        torch.testing.assert_close(backbone[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("norm,recurrence", [(None, 0), ("syncbn", 0), ("mmseg", 2)])
+def test_without_recurrence_train_runs_mmsegmentations_attention_twice_and_upstreams_not_at_all(norm, recurrence):
+    args = train.get_args_parser().parse_args(["--restore-from", "none"] + (["--norm", norm] if norm else []))
+    train.settle_model_flags(args, None, None)
+    assert args.recurrence == recurrence
+
+
+def classifier_of(classes):
+    """A state_dict of mmsegmentation's decode-head classifier alone, for ``classes`` classes."""
+    return {"decode_head.conv_seg.weight": torch.zeros(classes, 512, 1, 1)}
+
+
+TOLD_DATASETS = {
+    "ade20k_config": ({"meta": {"config": CONFIG_769.replace("Cityscapes", "ADE20K")},
+                       "state_dict": classifier_of(150)}, [], "ade20k"),
+    "voc_class_count": (classifier_of(21), [], "voc"),
+    "upstream_snapshot": ({"dsn.4.weight": torch.zeros(19, 512, 1, 1)}, [], "cityscapes"),
+    "dataset_given": (classifier_of(150), ["--dataset", "voc"], "voc"),
+    "resumed_state": ({"args": {"dataset": "ade20k"}}, ["--resume", "{file}", "--restore-from", "/no/such.pth"],
+                      "ade20k"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOLD_DATASETS))
+def test_train_without_dataset_takes_the_resumed_or_restored_files(case, tmp_path):
+    """As evaluate.py: the file's config, else its class count; --dataset wins; a resumed run keeps its own
+    (and reads no --restore-from). The classes follow the dataset."""
+    content, flags, dataset = TOLD_DATASETS[case]
+    torch.save(content, tmp_path / "file.pth")
+    flags = [flag.format(file=tmp_path / "file.pth") for flag in flags]
+    args = train.get_args_parser().parse_args(["--data-dir", str(tmp_path),
+                                               "--restore-from", str(tmp_path / "file.pth"), *flags])
+    train.check_inputs(args, types.SimpleNamespace(world_size=1))
+    assert (args.dataset, args.num_classes) == (dataset, {"cityscapes": 19, "voc": 21, "ade20k": 150}[dataset])
 
 
 def test_evaluate_takes_a_zoo_file_as_it_is_and_names_what_it_loaded(zoo_file, scenes, capsys):

@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import random
+import struct
 import zipfile
 
 import numpy as np
@@ -31,8 +32,9 @@ from utils.runtime import all_gather_objects
 _PREFIX = "module."
 _SHOWN = 6
 STATE_KEYS = ("model", "optimizer", "scaler", "iteration", "rng", "args")  # and "best", since validation
-# Flags that decide the model (its tensors or its forward): --resume refuses a change of any of them.
-MODEL_FLAGS = ["model", "num_classes", "recurrence", "norm", "depth"]
+# Flags that decide the model (its tensors, its forward, how its logits are resized): --resume refuses a
+# change of any of them.
+MODEL_FLAGS = ["model", "num_classes", "recurrence", "norm", "depth", "align_corners"]
 # Flags that never change a resumed run's arithmetic: where files go, what is logged and how often
 # the state is saved, the validation (it leaves the training as it is), the launcher's local rank,
 # how many processes load the data (each sample carries its augmentation seed), and the flags a
@@ -58,7 +60,8 @@ def _unread(*args, **kwargs):
     return Unread()
 
 
-# The globals of mmengine's message hub (torch's weights_only unpickler refuses them), by their pickled names.
+# The globals of mmengine's message hub (torch's weights_only unpickler refuses them), by their pickled names
+# (pairs of object and name: torch >= 2.6).
 UNREAD_GLOBALS = [(Unread, "mmengine.logging.history_buffer.HistoryBuffer"), (_unread, "builtins.getattr"),
                   (Unread, "numpy.ndarray"), (_unread, "numpy.dtype"),
                   (_unread, "numpy._core.multiarray._reconstruct"), (_unread, "numpy.core.multiarray._reconstruct"),
@@ -74,8 +77,16 @@ def read_checkpoint(path):
     except FileNotFoundError:
         raise UserError(f"checkpoint not found: {path}") from None
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read checkpoint {path}: {reason}") from None
+        raise UserError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+    # What the reader of torch's legacy (non-zip) format raises on a file cut short in its header or a string.
+    except (IndexError, ValueError, struct.error) as e:
+        raise UserError(f"cannot read checkpoint {path}: truncated or corrupt ({_first_line(e)})") from None
+
+
+def _first_line(error):
+    """The first line of an exception's message, else its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def state_dict_of(obj, source):
