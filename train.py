@@ -30,7 +30,7 @@ from dataset.seeded import SeededAugmentation
 from sync_batchnorm import DataParallelWithCallback
 from networks.from_checkpoint import (LAYOUT_DEFAULTS, add_align_corners_argument, dataset_told, decode_head_modules,
                                       depth_of, describe, mmseg_config_settings, require_known_head, weights_of)
-from utils.checkpoint import (load_model, load_state, names_no_checkpoint, read_checkpoint, restore_state,
+from utils.checkpoint import (load_model, names_no_checkpoint, read_state, restore_state, resume_flags,
                               resume_source, rng_state, save_atomic, save_state)
 from utils.cli import ArgumentParser, label_value, non_negative_int, size_pair, str2bool
 from utils.errors import UserError, exit_on_user_error
@@ -46,8 +46,8 @@ from utils.validation import Validation, add_validation_arguments
 def get_args_parser():
     parser = ArgumentParser(description="Train CCNet on Cityscapes, Pascal VOC, ADE20K or a folder of images.")
     data = parser.add_argument_group("data")
-    add_dataset_argument(data, "a resumed run's, else the --restore-from file's (its mmsegmentation meta or "
-                               "class count), else cityscapes")
+    add_dataset_argument(data, "a resumed run's, else the --restore-from file's unless --not-restore-last (its "
+                               "mmsegmentation meta, else --num-classes or its class count), else cityscapes")
     data.add_argument("--data-dir", default="cityscapes", help="dataset root directory")
     data.add_argument("--data-list", default=None,
                       help="list of training image/label pairs, relative to --data-dir (default: the dataset's "
@@ -200,13 +200,13 @@ def predict_train_ids(net, images):
     return train_ids
 
 
-def check_inputs(args, runtime):
+def check_inputs(args, runtime, state=None):
     """Fail early, with one line, on flags that cannot work; returns the dataset's description, with
-    the flags left unset filled from it."""
+    the flags left unset filled from it (`state`: the training state the run resumes, if any)."""
     if not os.path.isdir(args.data_dir):
         raise UserError(f"--data-dir {args.data_dir}: no such directory")
     if args.dataset is None:
-        args.dataset = told_dataset(args)
+        args.dataset = told_dataset(args, state)
     info = get_dataset(args.dataset, args.data_dir)
     fill_defaults(args, info)
     for name in ("batch_size", "num_steps", "save_pred_every", "num_classes"):
@@ -219,19 +219,15 @@ def check_inputs(args, runtime):
     return info
 
 
-def told_dataset(args):
-    """The dataset of a run without --dataset: the one its training state stored when it resumes, else the
-    one the --restore-from file tells (networks.from_checkpoint.dataset_told: its mmsegmentation config or
-    class count), else cityscapes, upstream's."""
-    resume = resume_source(args.resume, args.snapshot_dir, args.restore_from, report=False)
-    if resume:
-        try:
-            return dataset_told(read_checkpoint(resume), {}) or "cityscapes"
-        except UserError:
-            return "cityscapes"  # load_state names the unreadable state, after the line saying the run resumes it
-    if names_no_checkpoint(args.restore_from):
+def told_dataset(args, state):
+    """The dataset of a run without --dataset: the one its training state `state` stored when it resumes,
+    else the one the --restore-from file tells with its classifier (networks.from_checkpoint.dataset_told:
+    its mmsegmentation config, else --num-classes or its class count), else cityscapes, upstream's."""
+    if state:
+        return state["args"].get("dataset") or "cityscapes"
+    if names_no_checkpoint(args.restore_from) or args.not_restore_last:
         return "cityscapes"
-    return dataset_told(*weights_of(args.restore_from)) or "cityscapes"
+    return dataset_told(*weights_of(args.restore_from), args.num_classes) or "cityscapes"
 
 
 def build_data(info, args, runtime):
@@ -409,17 +405,17 @@ def train_steps(model, net, optimizer, scaler, loader, start, resumed, validatio
 def train(args, runtime, stop_requests):
     """Build the data, model and optimizer (or resume them), then train to --num-steps; returns the
     network and whether a stop request ended the run before."""
-    info = check_inputs(args, runtime)
+    resume = resume_source(args.resume, args.snapshot_dir, args.restore_from, report=runtime.is_main)
+    state = read_state(resume) if resume else None
+    info = check_inputs(args, runtime, state)
+    if state:
+        resume_flags(state, resume, args, {**vars(get_args_parser().parse_args([])), **MODEL_DEFAULTS},
+                     report=runtime.is_main)
     seed_everything(args.random_seed + runtime.rank)
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     dataset, sampler, batches_per_epoch = build_data(info, args, runtime)
     validation = build_validation(info, args, runtime)
-    resume = resume_source(args.resume, args.snapshot_dir, args.restore_from, report=runtime.is_main)
-    state = None
-    if resume:
-        defaults = {**vars(get_args_parser().parse_args([])), **MODEL_DEFAULTS}
-        state = load_state(resume, args, defaults, report=runtime.is_main)
     net = build_network(args, runtime.device, restore=state is None)
     optimizer, scaler = build_optimizer(args, net, runtime.device)
     start = args.start_iters

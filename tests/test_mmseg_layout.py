@@ -22,7 +22,7 @@ from dataset.synthetic import make_synthetic_cityscapes
 from networks.from_checkpoint import build_from_checkpoint, checkpoint_settings, depth_of
 from networks.mmseg_ccnet import MMSEG_MEAN, MMSEG_STD
 from references.einsum import einsum_criss_cross
-from utils.checkpoint import load_state, read_checkpoint, read_state_dict
+from utils.checkpoint import read_checkpoint, read_state, read_state_dict, resume_flags
 from utils.errors import UserError, exit_on_user_error
 from utils.inference import predict as predict_probs, rescaled_size
 
@@ -344,7 +344,8 @@ def test_a_zoo_file_fine_tunes_in_its_layout_which_resume_remembers(zoo_file, sc
     snapshot = read_state_dict(tmp_path / "CS_scenes_1.pth")
     assert [k for k, _, _ in keys_shapes_dtypes(snapshot)] == [k for k, _, _ in spec(SPECS[50])]
     resume = train.get_args_parser().parse_args(flags + ["--num-steps", "2", "--resume", str(tmp_path / "last.pth")])
-    load_state(resume.resume, resume, {**vars(train.get_args_parser().parse_args([])), **train.MODEL_DEFAULTS})
+    resume_flags(read_state(resume.resume), resume.resume, resume,
+                 {**vars(train.get_args_parser().parse_args([])), **train.MODEL_DEFAULTS})
     assert (resume.norm, resume.depth, resume.recurrence, resume.align_corners) == ("mmseg", 50, 2, True)
     refused = train.get_args_parser().parse_args(flags + ["--norm", "syncbn", "--snapshot-dir", str(tmp_path / "no")])
     with pytest.raises(UserError, match="holds mmsegmentation's layout .*: train it with --norm mmseg"):
@@ -392,19 +393,22 @@ TOLD_DATASETS = {
     "dataset_given": (classifier_of(150), ["--dataset", "voc"], "voc"),
     "resumed_state": ({"args": {"dataset": "ade20k"}}, ["--resume", "{file}", "--restore-from", "/no/such.pth"],
                       "ade20k"),
+    "classes_given": (classifier_of(150), ["--num-classes", "19"], "cityscapes"),
+    "classifier_not_restored": (classifier_of(21), ["--not-restore-last"], "cityscapes"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(TOLD_DATASETS))
 def test_train_without_dataset_takes_the_resumed_or_restored_files(case, tmp_path):
-    """As evaluate.py: the file's config, else its class count; --dataset wins; a resumed run keeps its own
-    (and reads no --restore-from). The classes follow the dataset."""
+    """As evaluate.py: the file's config, else --num-classes or its class count; --dataset wins; a resumed run
+    keeps its own (and reads no --restore-from); a classifier not restored tells nothing. The classes follow
+    the dataset."""
     content, flags, dataset = TOLD_DATASETS[case]
     torch.save(content, tmp_path / "file.pth")
     flags = [flag.format(file=tmp_path / "file.pth") for flag in flags]
     args = train.get_args_parser().parse_args(["--data-dir", str(tmp_path),
                                                "--restore-from", str(tmp_path / "file.pth"), *flags])
-    train.check_inputs(args, types.SimpleNamespace(world_size=1))
+    train.check_inputs(args, types.SimpleNamespace(world_size=1), content if args.resume else None)
     assert (args.dataset, args.num_classes) == (dataset, {"cityscapes": 19, "voc": 21, "ade20k": 150}[dataset])
 
 

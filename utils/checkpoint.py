@@ -227,20 +227,25 @@ def changed_flags(stored, args, defaults):
     return model, other
 
 
-def load_state(path, args, defaults, report=True):
-    """Read a state written by save_state() for a run with the flags `args` (`defaults`: the parser's
-    defaults, see changed_flags).
-
-    A model flag left unset (None: to be told by the weights) takes the stored run's value. A missing,
-    unreadable or foreign file, or one written for another model (MODEL_FLAGS), is a UserError naming
-    each differing flag; every other changed flag is printed on a line of its own when `report` is
-    set, since the continuation is then no longer the uninterrupted run.
-    """
+def read_state(path):
+    """The training state save_state() wrote at `path`; a missing, unreadable or foreign file is a UserError."""
     state = read_checkpoint(path)
     if (not isinstance(state, dict) or any(key not in state for key in STATE_KEYS)
             or not isinstance(state["args"], dict)):
         raise UserError(f"--resume {path}: not a training state written by train.py "
                         "(use --restore-from for model weights)")
+    return state
+
+
+def resume_flags(state, path, args, defaults, report=True):
+    """Check the flags `args` of a run that resumes the training state `state` read from `path`
+    (`defaults`: the parser's defaults, see changed_flags).
+
+    A model flag left unset (None: to be told by the weights) takes the stored run's value. A state
+    written for another model (MODEL_FLAGS) is a UserError naming each differing flag; every other
+    changed flag is printed on a line of its own when `report` is set, since the continuation is then
+    no longer the uninterrupted run.
+    """
     for name in MODEL_FLAGS:
         if getattr(args, name, False) is None:
             setattr(args, name, state["args"].get(name, defaults.get(name)))
@@ -249,7 +254,6 @@ def load_state(path, args, defaults, report=True):
         raise UserError(f"--resume {path}: written for another model, with {', '.join(model)}")
     for change in other if report else ():
         print(f"--resume {path}: {change}: the continuation is no longer the uninterrupted run")
-    return state
 
 
 def names_no_checkpoint(path):
