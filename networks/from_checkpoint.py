@@ -99,13 +99,8 @@ def checkpoint_settings(loaded, state, model=None, num_classes=None, recurrence=
     'align_corners' None means the network's own."""
     args = loaded.get("args") if isinstance(loaded, dict) else None
     stored = {k: args[k] for k in SETTINGS if k in args} if isinstance(args, dict) else {}
-    told = mmseg_config_settings(loaded)
-    if classes_of(state):
-        told["num_classes"] = classes_of(state)
-    if layout_of(state, source):
-        told["norm"] = layout_of(state, source)
-    if depth_of(state, source):
-        told["depth"] = depth_of(state, source)
+    by_tensors = {"num_classes": classes_of(state), "norm": layout_of(state, source), "depth": depth_of(state, source)}
+    told = {**mmseg_config_settings(loaded), **{k: v for k, v in by_tensors.items() if v}}
     given = {"model": model, "num_classes": num_classes, "recurrence": recurrence, "norm": norm, "depth": depth,
              "align_corners": align_corners}
     known = {**told, **stored, **{k: v for k, v in given.items() if v is not None}}
