@@ -8,6 +8,7 @@ Three ways to run, chosen from the environment and ``--gpu``:
 The speed modes are --amp (autocast) and --channels-last.
 """
 import platform
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -133,10 +134,21 @@ def setup(gpu):
     return Runtime(device, ids)
 
 
+# Seconds a gloo run waits after ending its process group, before the interpreter shuts down (teardown).
+GLOO_RELEASE_SECONDS = 0.2
+
+
 def teardown():
     """End the process group, if one was started."""
     if is_distributed():
+        gloo = dist.get_backend() == "gloo"
         dist.destroy_process_group()
+        if gloo:
+            # DistributedDataParallel keeps the group, and gloo's worker threads, alive to the end of the
+            # process. A worker that still releases a finished collective's tensor then needs the GIL while
+            # the interpreter shuts down, and the process aborts (SIGABRT, "terminate called without an
+            # active exception"; pytorch/pytorch#179291); the pause lets the workers finish first.
+            time.sleep(GLOO_RELEASE_SECONDS)
 
 
 def all_reduce_sum(tensor):
