@@ -224,10 +224,12 @@ def told_dataset(args, state):
     else the one the --restore-from file tells with its classifier (networks.from_checkpoint.dataset_told:
     its mmsegmentation config, else --num-classes or its class count), else cityscapes, upstream's."""
     if state:
-        return state["args"].get("dataset") or "cityscapes"
-    if names_no_checkpoint(args.restore_from) or args.not_restore_last:
-        return "cityscapes"
-    return dataset_told(*weights_of(args.restore_from), args.num_classes) or "cityscapes"
+        told = state["args"].get("dataset")
+    elif names_no_checkpoint(args.restore_from) or args.not_restore_last:
+        told = None
+    else:
+        told = dataset_told(*weights_of(args.restore_from), args.num_classes)
+    return told or "cityscapes"
 
 
 def build_data(info, args, runtime):
