@@ -200,13 +200,23 @@ def predict_train_ids(net, images):
     return train_ids
 
 
-def check_inputs(args, runtime, state=None):
+def restored_weights(args, state):
+    """(loaded file, state_dict) of --restore-from (networks.from_checkpoint.weights_of), read once for the
+    dataset it tells and the network; None when the run resumes the training state `state` or starts from
+    scratch."""
+    if state or names_no_checkpoint(args.restore_from):
+        return None
+    return weights_of(args.restore_from)
+
+
+def check_inputs(args, runtime, state=None, restored=None):
     """Fail early, with one line, on flags that cannot work; returns the dataset's description, with
-    the flags left unset filled from it (`state`: the training state the run resumes, if any)."""
+    the flags left unset filled from it (`state`: the training state the run resumes, if any; `restored`:
+    restored_weights())."""
     if not os.path.isdir(args.data_dir):
         raise UserError(f"--data-dir {args.data_dir}: no such directory")
     if args.dataset is None:
-        args.dataset = told_dataset(args, state)
+        args.dataset = told_dataset(args, state, restored)
     info = get_dataset(args.dataset, args.data_dir)
     fill_defaults(args, info)
     for name in ("batch_size", "num_steps", "save_pred_every", "num_classes"):
@@ -219,16 +229,16 @@ def check_inputs(args, runtime, state=None):
     return info
 
 
-def told_dataset(args, state):
+def told_dataset(args, state, restored):
     """The dataset of a run without --dataset: the one its training state `state` stored when it resumes,
-    else the one the --restore-from file tells with its classifier (networks.from_checkpoint.dataset_told:
-    its mmsegmentation config, else --num-classes or its class count), else cityscapes, upstream's."""
+    else the one the --restore-from file `restored` tells with its classifier (networks.from_checkpoint.
+    dataset_told: its mmsegmentation config, else --num-classes or its class count), else cityscapes, upstream's."""
     if state:
         told = state["args"].get("dataset")
-    elif names_no_checkpoint(args.restore_from) or args.not_restore_last:
+    elif restored is None or args.not_restore_last:
         told = None
     else:
-        told = dataset_told(*weights_of(args.restore_from), args.num_classes)
+        told = dataset_told(*restored, args.num_classes)
     return told or "cityscapes"
 
 
@@ -268,16 +278,16 @@ def build_validation(info, args, runtime):
     return Validation(dataset, info.class_names, args, runtime)
 
 
-def build_network(args, device, restore=True):
-    """The model with its loss inside (model(images, labels) -> loss), on device in train mode, with
-    the weights of --restore-from unless `restore` is false (a resumed run takes them from its state)."""
+def build_network(args, device, restored=None):
+    """The model with its loss inside (model(images, labels) -> loss), on device in train mode, with the
+    weights of --restore-from as `restored` holds them (restored_weights(); None: random, or a resumed run
+    that takes them from its state)."""
     if args.ohem:
         criterion = CriterionOhemDSN(ignore_index=args.ignore_label, thresh=args.ohem_thres,
                                      min_kept=args.ohem_keep)
     else:
         criterion = CriterionDSN(ignore_index=args.ignore_label)
-    restore = restore and not names_no_checkpoint(args.restore_from)
-    loaded, state = weights_of(args.restore_from) if restore else (None, None)
+    loaded, state = restored or (None, None)
     settle_model_flags(args, loaded, state)
     net = networks.build_model(args.model, args.num_classes, criterion=criterion, recurrence=args.recurrence,
                                norm=args.norm, memory_efficient=args.memory_efficient, depth=args.depth)
@@ -409,7 +419,8 @@ def train(args, runtime, stop_requests):
     network and whether a stop request ended the run before."""
     resume = resume_source(args.resume, args.snapshot_dir, args.restore_from, report=runtime.is_main)
     state = read_state(resume) if resume else None
-    info = check_inputs(args, runtime, state)
+    restored = restored_weights(args, state)
+    info = check_inputs(args, runtime, state, restored)
     if state:
         resume_flags(state, resume, args, {**vars(get_args_parser().parse_args([])), **MODEL_DEFAULTS},
                      report=runtime.is_main)
@@ -418,7 +429,8 @@ def train(args, runtime, stop_requests):
         torch.backends.cudnn.benchmark = True
     dataset, sampler, batches_per_epoch = build_data(info, args, runtime)
     validation = build_validation(info, args, runtime)
-    net = build_network(args, runtime.device, restore=state is None)
+    net = build_network(args, runtime.device, restored)
+    del restored  # the network holds copies of its tensors: the file's need not live through the training
     optimizer, scaler = build_optimizer(args, net, runtime.device)
     start = args.start_iters
     if state:

@@ -364,7 +364,7 @@ def test_an_imagenet_resnetv1c_file_loads_into_the_backbone_and_the_heads_start_
                tmp_path / "resnet50_v1c.pth")
     args = train.get_args_parser().parse_args(["--restore-from", str(tmp_path / "resnet50_v1c.pth"), "--norm", "mmseg",
                                                "--num-classes", "19"])
-    net = train.build_network(args, torch.device("cpu"))
+    net = train.build_network(args, torch.device("cpu"), train.restored_weights(args, None))
     told = capsys.readouterr().out.splitlines()[0]
     assert "mmsegmentation's layout" in told and "ResNet-50, 19 classes" in told
     assert told.endswith("a backbone alone: the decode and auxiliary heads start from random weights")
@@ -408,7 +408,8 @@ def test_train_without_dataset_takes_the_resumed_or_restored_files(case, tmp_pat
     flags = [flag.format(file=tmp_path / "file.pth") for flag in flags]
     args = train.get_args_parser().parse_args(["--data-dir", str(tmp_path),
                                                "--restore-from", str(tmp_path / "file.pth"), *flags])
-    train.check_inputs(args, types.SimpleNamespace(world_size=1), content if args.resume else None)
+    state = content if args.resume else None
+    train.check_inputs(args, types.SimpleNamespace(world_size=1), state, train.restored_weights(args, state))
     assert (args.dataset, args.num_classes) == (dataset, {"cityscapes": 19, "voc": 21, "ade20k": 150}[dataset])
 
 

@@ -14,7 +14,8 @@ import torch
 
 import train
 from dataset.synthetic import make_synthetic_cityscapes
-from utils.checkpoint import changed_flags, read_state_dict
+from networks import from_checkpoint
+from utils.checkpoint import changed_flags, read_checkpoint, read_state_dict
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,6 +277,24 @@ def test_resume_does_not_read_restore_from_and_names_each_changed_flag(short_run
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("--resume")]
     assert notes == [f"--resume {state}: {change}: the continuation is no longer the uninterrupted run"
                      for change in ("--learning-rate 0.01 (now 0.02)", "--num-steps 8 (now 9)")]
+
+
+def test_restore_from_is_read_once_for_the_dataset_it_tells_and_the_weights(short_run, data, tmp_path,
+                                                                           monkeypatch):
+    """Without --dataset, the --restore-from file tells the dataset (its 19 classes: cityscapes) and gives
+    the weights, from one read."""
+    out, _ = short_run
+    reads = []
+
+    def counted(path):
+        reads.append(path)
+        return read_checkpoint(path)
+
+    monkeypatch.setattr(from_checkpoint, "read_checkpoint", counted)
+    args = train.get_args_parser().parse_args(train_flags(data, tmp_path, "--num-steps", "1")
+                                              + ["--restore-from", str(out / "CS_scenes_8.pth")])
+    train.main(args)
+    assert (args.dataset, reads) == ("cityscapes", [str(out / "CS_scenes_8.pth")])
 
 
 def test_resume_from_a_truncated_state_is_a_user_error_naming_it(short_run, data, tmp_path):

@@ -84,7 +84,7 @@ class Validation:
             best = None
         self.best = best
 
-    def run(self, net, iteration, logger, stop_requests=None):
+    def run(self, net, iteration, logger, stop_requests):
         """Evaluate `net` after `iteration` iterations, log the scores and keep the best; every process
         takes part. Returns True when a request of `stop_requests` (a utils.preemption.StopRequests; None:
         the validation runs in full) cut the validation short: then nothing is kept."""
